@@ -1,0 +1,43 @@
+# The C++ engine: included by the Makefile that Makefile.PL writes.
+#   make engine-test      build and run the Catch2 suite (t/engine)
+#   make asan-test        the same, built with AddressSanitizer + UBSan in build-asan/
+
+CXX ?= g++
+ENGINE_CXXFLAGS = -std=c++20 -O2 -g -Wall -Wextra -Werror=return-type -fPIC \
+	-D_FILE_OFFSET_BITS=64 -D_GNU_SOURCE -DENGINE_VERSION='"$(VERSION)"' -Isrc
+ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+ENGINE_SRC := $(sort $(shell find src -name '*.cpp' -not -path 'src/cli/*'))
+CLI_SRC := $(sort $(wildcard src/cli/*.cpp))
+ENGINE_TEST_SRC := $(sort $(wildcard t/engine/*.cpp))
+
+define engine_build
+$(1)/%.o: %.cpp
+	@mkdir -p $$(dir $$@)
+	$$(CXX) $$(ENGINE_CXXFLAGS) $(2) -MMD -MP -c -o $$@ $$<
+
+$(1)/libengine.a: $$(ENGINE_SRC:%.cpp=$(1)/%.o)
+	rm -f $$@
+	ar rcs $$@ $$^
+
+$(1)/vma: $$(CLI_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
+	$$(CXX) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
+
+$(1)/engine-tests: $$(ENGINE_TEST_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
+	$$(CXX) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
+
+-include $$(shell find $(1) -name '*.d' 2>/dev/null)
+endef
+
+$(eval $(call engine_build,build,))
+$(eval $(call engine_build,build-asan,$(ASAN_FLAGS)))
+
+# the tests run the vma binary from the build tree
+engine-test: build/engine-tests build/vma
+	build/engine-tests
+
+asan-test: build-asan/engine-tests build-asan/vma
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		build-asan/engine-tests
+
+.PHONY: engine-test asan-test

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Installs the Debian 12 packages the build, the tests and the demo need, as
+# root and non-interactively; does nothing (fast) when all are present.
+set -eu
+
+packages="
+    build-essential g++ make pkg-config perl libperl-dev
+    libjson-c-dev uuid-dev libssl-dev catch2 libjson-perl
+    zstd gzip pigz lzop
+    qemu-system-x86 qemu-utils
+    clang libclang-rt-14-dev
+    debhelper dpkg-dev fakeroot lintian
+"
+
+missing=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' $packages 2>/dev/null |
+    awk '$1 != "ii" { print $2 }')
+# dpkg-query prints nothing for packages it has never heard of
+for pkg in $packages; do
+    dpkg-query -W "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+missing=$(echo $missing | tr ' ' '\n' | sort -u | tr '\n' ' ')
+
+[ -z "${missing# }" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing Debian packages:$missing; run as root to install them" >&2
+    exit 1
+fi
+echo "deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends $missing
