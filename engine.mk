@@ -1,4 +1,5 @@
 # The C++ engine: included by the Makefile that Makefile.PL writes.
+# CPPFLAGS, CXXFLAGS and LDFLAGS from the environment (dpkg-buildflags) apply.
 #   make engine-test      build and run the Catch2 suite (t/engine)
 #   make asan-test        the same, built with AddressSanitizer + UBSan in build-asan/
 
@@ -14,17 +15,17 @@ ENGINE_TEST_SRC := $(sort $(wildcard t/engine/*.cpp))
 define engine_build
 $(1)/%.o: %.cpp
 	@mkdir -p $$(dir $$@)
-	$$(CXX) $$(ENGINE_CXXFLAGS) $(2) -MMD -MP -c -o $$@ $$<
+	$$(CXX) $$(ENGINE_CXXFLAGS) $$(CPPFLAGS) $$(CXXFLAGS) $(2) -MMD -MP -c -o $$@ $$<
 
 $(1)/libengine.a: $$(ENGINE_SRC:%.cpp=$(1)/%.o)
 	rm -f $$@
 	ar rcs $$@ $$^
 
 $(1)/vma: $$(CLI_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
-	$$(CXX) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
+	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
 
 $(1)/engine-tests: $$(ENGINE_TEST_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
-	$$(CXX) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
+	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
 
 -include $$(shell find $(1) -name '*.d' 2>/dev/null)
 endef
