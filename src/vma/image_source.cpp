@@ -1,0 +1,146 @@
+#include "vma/image_source.h"
+
+#include "util/error.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace engine::vma {
+
+namespace {
+
+constexpr std::size_t kBatchClusters = 64; // 4 MiB per read
+
+} // namespace
+
+ImageSource::ImageSource(const std::string &path) : name_(path), hole_detection_(true)
+{
+    fd_ = Fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd_)
+        throw_errno("can't open image '" + path + "'");
+    init();
+}
+
+ImageSource::ImageSource(Fd fd, std::string name, bool hole_detection)
+    : fd_(std::move(fd)), name_(std::move(name)), hole_detection_(hole_detection)
+{
+    init();
+}
+
+void ImageSource::init()
+{
+    struct stat st;
+    if (fstat(fd_.get(), &st) < 0)
+        throw_errno("can't stat image '" + name_ + "'");
+    if (S_ISREG(st.st_mode)) {
+        size_ = static_cast<std::uint64_t>(st.st_size);
+    } else if (S_ISBLK(st.st_mode)) {
+        off_t end = lseek(fd_.get(), 0, SEEK_END);
+        if (end < 0)
+            throw_errno("can't get size of image '" + name_ + "'");
+        size_ = static_cast<std::uint64_t>(end);
+        // a block device reports itself as all data; skip the syscalls
+        hole_detection_ = false;
+    } else {
+        throw Error("image '" + name_ + "' is neither a regular file nor a block device");
+    }
+    posix_fadvise(fd_.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+}
+
+std::pair<std::uint64_t, std::uint64_t> ImageSource::data_range_after(std::uint64_t offset)
+{
+    if (!hole_detection_)
+        return {0, size_};
+    // the cached range answers every offset from its query up to its end
+    if (range_valid_ && offset >= range_query_ && offset < data_end_)
+        return {data_start_, data_end_};
+    if (offset >= size_)
+        return {size_, size_};
+    off_t start = lseek(fd_.get(), static_cast<off_t>(offset), SEEK_DATA);
+    if (start < 0) {
+        if (errno == ENXIO) { // only a hole from offset to the end
+            data_start_ = data_end_ = size_;
+            range_query_ = offset;
+            range_valid_ = true;
+            return {size_, size_};
+        }
+        // the file system cannot tell: read everything
+        hole_detection_ = false;
+        return {0, size_};
+    }
+    off_t end = lseek(fd_.get(), start, SEEK_HOLE);
+    if (end < 0) {
+        hole_detection_ = false;
+        return {0, size_};
+    }
+    data_start_ = std::min<std::uint64_t>(static_cast<std::uint64_t>(start), size_);
+    data_end_ = std::min<std::uint64_t>(static_cast<std::uint64_t>(end), size_);
+    range_query_ = offset;
+    range_valid_ = true;
+    return {data_start_, data_end_};
+}
+
+void ImageSource::read_range(std::uint64_t from, std::uint64_t to, std::uint8_t *out)
+{
+    std::size_t want = static_cast<std::size_t>(to - from);
+    std::size_t got = pread_full(fd_.get(), out, want, from, ("read error on '" + name_ + "'").c_str());
+    // the image shrank under us: the missing part reads as zeros
+    if (got < want)
+        std::memset(out + got, 0, want - got);
+}
+
+void ImageSource::read_clusters(std::uint64_t first, std::size_t count, std::uint8_t *buf, bool *hole)
+{
+    const std::uint64_t begin = first * kClusterSize;
+    const std::uint64_t end = begin + count * kClusterSize;
+    std::fill(hole, hole + count, true);
+    std::uint64_t pos = begin;
+    while (pos < end) {
+        auto [data_start, data_end] = data_range_after(pos);
+        std::uint64_t seg_start = std::max(pos, data_start);
+        std::uint64_t seg_end = std::min(end, data_end);
+        if (seg_start >= end || seg_start >= seg_end)
+            break; // the rest of the batch is a hole or past the image end
+        read_range(seg_start, seg_end, buf + (seg_start - begin));
+        // a cluster first touched here gets zeros around the data; later
+        // data ranges in the same cluster overwrite those zeros
+        for (std::uint64_t c = (seg_start - begin) / kClusterSize;
+             c <= (seg_end - 1 - begin) / kClusterSize; c++) {
+            if (!hole[c])
+                continue;
+            hole[c] = false;
+            std::uint64_t cluster_start = begin + c * kClusterSize;
+            std::uint64_t cluster_end = cluster_start + kClusterSize;
+            if (seg_start > cluster_start)
+                std::memset(buf + c * kClusterSize, 0,
+                            static_cast<std::size_t>(seg_start - cluster_start));
+            if (seg_end < cluster_end)
+                std::memset(buf + (seg_end - begin), 0,
+                            static_cast<std::size_t>(cluster_end - seg_end));
+        }
+        pos = seg_end;
+    }
+}
+
+void write_image(Writer &writer, DeviceId dev, ImageSource &source,
+                 const std::function<void()> &progress)
+{
+    const std::uint64_t clusters = clusters_for(writer.device_size(dev));
+    std::unique_ptr<std::uint8_t[]> buf(new std::uint8_t[kBatchClusters * kClusterSize]);
+    bool hole[kBatchClusters];
+    for (std::uint64_t first = 0; first < clusters; first += kBatchClusters) {
+        std::size_t count = static_cast<std::size_t>(std::min<std::uint64_t>(kBatchClusters, clusters - first));
+        source.read_clusters(first, count, buf.get(), hole);
+        for (std::size_t i = 0; i < count; i++)
+            writer.write_cluster(dev, static_cast<std::uint32_t>(first + i),
+                                 hole[i] ? nullptr : buf.get() + i * kClusterSize);
+        if (progress)
+            progress();
+    }
+}
+
+} // namespace engine::vma

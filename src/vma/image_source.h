@@ -1,0 +1,60 @@
+// Reads a disk image (regular file or block device) for the Writer: large
+// sequential reads, and no reads at all of holes when the file system
+// reports them through lseek(SEEK_DATA/SEEK_HOLE), so a thin image costs
+// about what its data costs. The archive is the same either way: a hole
+// reads as zeros, and a cluster wholly inside a hole is handed to the
+// writer as a known-zero cluster.
+#pragma once
+
+#include "util/fd.h"
+#include "vma/writer.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace engine::vma {
+
+class ImageSource {
+public:
+    // Opens path read-only. Throws Error("can't open image '...' - ...").
+    explicit ImageSource(const std::string &path);
+    // Takes an open fd (e.g. a drive image the simulator opened); name is
+    // used in messages. hole_detection false forces plain reads.
+    ImageSource(Fd fd, std::string name, bool hole_detection = true);
+
+    // Image size in bytes (st_size, or the block device's size).
+    std::uint64_t size() const { return size_; }
+    const std::string &name() const { return name_; }
+
+    // Reads count clusters starting at cluster first into buf (count *
+    // kClusterSize bytes); bytes past the end of the image read as zeros.
+    // Sets hole[i] for every cluster that lies wholly in a hole (its bytes in
+    // buf are then unspecified and must not be used). Throws Error on a read
+    // error.
+    void read_clusters(std::uint64_t first, std::size_t count, std::uint8_t *buf, bool *hole);
+
+private:
+    void init();
+    // The first data range [start, end) ending after offset, or start ==
+    // end == size_ when only holes remain. Cached across calls.
+    std::pair<std::uint64_t, std::uint64_t> data_range_after(std::uint64_t offset);
+    void read_range(std::uint64_t from, std::uint64_t to, std::uint8_t *out);
+
+    Fd fd_;
+    std::string name_;
+    std::uint64_t size_ = 0;
+    bool hole_detection_;
+    // the data range found for the query offset range_query_
+    std::uint64_t range_query_ = 0, data_start_ = 0, data_end_ = 0;
+    bool range_valid_ = false;
+};
+
+// Streams a whole image into the writer as device dev, cluster by cluster in
+// order, with bounded memory (one 4 MiB buffer). progress, if set, is called
+// after every batch of clusters.
+void write_image(Writer &writer, DeviceId dev, ImageSource &source,
+                 const std::function<void()> &progress = {});
+
+} // namespace engine::vma

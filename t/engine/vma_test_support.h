@@ -1,0 +1,55 @@
+// Helpers shared by the VMA tests: temporary directories, files, images and
+// in-memory archives.
+#pragma once
+
+#include "util/uuid.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace vma_test {
+
+using Bytes = std::vector<std::uint8_t>;
+
+// A fresh directory under $TMPDIR, removed with its contents on destruction.
+class TempDir {
+public:
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir &) = delete;
+    TempDir &operator=(const TempDir &) = delete;
+    const std::string &path() const { return path_; }
+    std::string operator/(const std::string &name) const { return path_ + "/" + name; }
+
+private:
+    std::string path_;
+};
+
+Bytes read_file(const std::string &path);
+void write_file(const std::string &path, const Bytes &data);
+
+// Deterministic pseudo-random bytes (never a zero 4 KiB block in practice).
+Bytes random_bytes(std::size_t len, std::uint32_t seed);
+
+// The offset of the first byte where a and b differ (or where the shorter
+// ends), -1 when equal: keeps failure output short.
+long first_difference(const Bytes &a, const Bytes &b);
+
+// A fixed UUID for byte-exact comparisons.
+engine::Uuid fixed_uuid();
+
+// Writes an archive of the given images (name, bytes) and configs with the
+// library's Writer and returns its bytes. Fixed UUID and ctime.
+struct Image {
+    std::string name;
+    Bytes data;
+};
+struct Config {
+    std::string name;
+    std::string data;
+};
+Bytes write_archive(const std::vector<Image> &images, const std::vector<Config> &configs = {},
+                    std::int64_t ctime = 1700000000);
+
+} // namespace vma_test
