@@ -1,0 +1,142 @@
+// vma create [-v] [-c CONFIG]... ARCHIVE [DEVNAME=]PATH...
+#include "cli/vma_commands.h"
+
+#include "util/error.h"
+#include "util/fd.h"
+#include "vma/image_source.h"
+#include "vma/output.h"
+#include "vma/writer.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <fcntl.h>
+#include <memory>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+namespace vma_cli {
+
+namespace {
+
+using engine::Error;
+namespace vma = engine::vma;
+
+std::string read_config_file(const std::string &path)
+{
+    engine::Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st;
+    if (!fd || fstat(fd.get(), &st) < 0)
+        throw Error("Unable to read file: Failed to open file '" + path +
+                    "': " + engine::errno_text(errno));
+    // configs are at most 64 KiB; read one byte more to notice larger files
+    std::string data(vma::kMaxBlobLength + 1, '\0');
+    std::size_t got = engine::read_full(fd.get(), data.data(), data.size(),
+                                        ("Unable to read file: Failed to read from file '" + path + "'").c_str());
+    data.resize(got);
+    return data;
+}
+
+struct Device {
+    std::string name;
+    std::unique_ptr<vma::ImageSource> source;
+    vma::DeviceId id = 0;
+};
+
+} // namespace
+
+int create_archive(int argc, char **argv)
+{
+    bool verbose = false;
+    std::vector<std::string> config_files;
+    for (int c; (c = getopt(argc, argv, "hvc:")) != -1;) {
+        if (c == 'c')
+            config_files.push_back(optarg);
+        else if (c == 'v')
+            verbose = true;
+        else
+            help();
+    }
+    if (optind + 1 > argc)
+        help();
+    std::string archive = argv[optind++];
+
+    // everything is read and checked before the archive is created
+    std::vector<std::pair<std::string, std::string>> configs;
+    for (const auto &file : config_files)
+        configs.emplace_back(file, read_config_file(file));
+    std::vector<Device> devices;
+    for (int index = 0; optind < argc; index++) {
+        std::string arg = argv[optind++];
+        Device dev;
+        auto eq = arg.find('=');
+        std::string path = eq == std::string::npos ? arg : arg.substr(eq + 1);
+        dev.name = eq == std::string::npos ? "disk" + std::to_string(index) : arg.substr(0, eq);
+        try {
+            dev.source = std::make_unique<vma::ImageSource>(path);
+        } catch (const Error &e) {
+            throw Error("bdrv_open '" + path + "' failed - " + e.what());
+        }
+        devices.push_back(std::move(dev));
+    }
+
+    vma::ArchiveOutput output(archive);
+    vma::Writer writer(output.fd());
+    for (const auto &[file, data] : configs) {
+        try {
+            writer.add_config(file, data);
+        } catch (const Error &e) {
+            throw Error("Unable to append config data " + file + " (len = " +
+                        std::to_string(data.size()) + ") - " + e.what());
+        }
+    }
+    for (auto &dev : devices) {
+        try {
+            dev.id = writer.add_device(dev.name, dev.source->size());
+        } catch (const Error &e) {
+            throw Error("vma_writer_register_stream '" + dev.name + "' failed - " + e.what());
+        }
+    }
+
+    int last_percent = -1;
+    auto report = [&] {
+        std::uint64_t total = writer.total_size();
+        if (!verbose || !total)
+            return;
+        std::uint64_t done = writer.total_transferred();
+        int percent = static_cast<int>(done * 100 / total);
+        if (percent == last_percent)
+            return;
+        last_percent = percent;
+        std::fprintf(stderr, "progress %d%% %llu/%llu %llu\n", percent,
+                     static_cast<unsigned long long>(done), static_cast<unsigned long long>(total),
+                     static_cast<unsigned long long>(writer.total_zero_bytes()));
+        std::fflush(stderr);
+    };
+    auto summary = [&] {
+        if (!verbose)
+            return;
+        for (const auto &dev : devices) {
+            std::uint64_t size = writer.device_size(dev.id), zeros = writer.zero_bytes(dev.id);
+            std::fprintf(stderr, "image %s: size=%llu zeros=%llu saved=%llu\n", dev.name.c_str(),
+                         static_cast<unsigned long long>(size), static_cast<unsigned long long>(zeros),
+                         static_cast<unsigned long long>(size - zeros));
+        }
+    };
+
+    try {
+        report();
+        for (auto &dev : devices)
+            vma::write_image(writer, dev.id, *dev.source, report);
+        writer.finish();
+        output.commit();
+    } catch (const Error &e) {
+        summary();
+        throw Error(std::string("creating vma archive failed - ") + e.what());
+    }
+    summary();
+    return 0;
+}
+
+} // namespace vma_cli

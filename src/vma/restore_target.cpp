@@ -1,0 +1,172 @@
+#include "vma/restore_target.h"
+
+#include "util/error.h"
+#include "vma/format.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace engine::vma {
+
+namespace {
+
+// Aligned for O_DIRECT; zero runs are written from it piece by piece.
+constexpr std::size_t kZeroChunk = 1 << 20;
+alignas(4096) std::uint8_t zero_chunk[kZeroChunk]; // never written: stays zero
+
+int open_flags_for(CacheMode cache)
+{
+    switch (cache) {
+    case CacheMode::Writethrough:
+        return O_DSYNC;
+    case CacheMode::None:
+        return O_DIRECT;
+    case CacheMode::DirectSync:
+        return O_DIRECT | O_DSYNC;
+    case CacheMode::Writeback:
+    case CacheMode::Unsafe:
+        break;
+    }
+    return 0;
+}
+
+std::uint64_t size_of(int fd, const std::string &path)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        throw_errno("can't stat " + path);
+    if (S_ISREG(st.st_mode))
+        return static_cast<std::uint64_t>(st.st_size);
+    if (S_ISBLK(st.st_mode)) {
+        off_t end = lseek(fd, 0, SEEK_END);
+        if (end < 0)
+            throw_errno("can't get size of " + path);
+        return static_cast<std::uint64_t>(end);
+    }
+    throw Error("can't open file " + path + " - not a regular file or block device");
+}
+
+} // namespace
+
+CacheMode parse_cache_mode(const std::string &text)
+{
+    if (text == "writeback")
+        return CacheMode::Writeback;
+    if (text == "unsafe")
+        return CacheMode::Unsafe;
+    if (text == "writethrough")
+        return CacheMode::Writethrough;
+    if (text == "none" || text == "off")
+        return CacheMode::None;
+    if (text == "directsync")
+        return CacheMode::DirectSync;
+    throw Error("invalid cache option: " + text);
+}
+
+std::unique_ptr<RestoreTarget> RestoreTarget::open_existing(const std::string &path, CacheMode cache,
+                                                            bool write_zeroes)
+{
+    Fd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC | open_flags_for(cache)));
+    if (!fd)
+        throw_errno("can't open file " + path);
+    std::uint64_t size = size_of(fd.get(), path);
+    return std::unique_ptr<RestoreTarget>(
+        new RestoreTarget(std::move(fd), path, size, cache, write_zeroes));
+}
+
+std::unique_ptr<RestoreTarget> RestoreTarget::create_sparse(const std::string &path, std::uint64_t size)
+{
+    Fd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    if (!fd)
+        throw_errno("can't create file " + path);
+    if (ftruncate(fd.get(), static_cast<off_t>(size)) < 0) {
+        int err = errno;
+        unlink(path.c_str());
+        throw Error("can't create file " + path + ": " + errno_text(err));
+    }
+    return std::unique_ptr<RestoreTarget>(
+        new RestoreTarget(std::move(fd), path, size, CacheMode::Writeback, false));
+}
+
+RestoreTarget::RestoreTarget(Fd fd, std::string path, std::uint64_t size, CacheMode cache,
+                             bool write_zeroes)
+    : fd_(std::move(fd)), path_(std::move(path)), size_(size), cache_(cache),
+      write_zeroes_(write_zeroes)
+{
+}
+
+RestoreTarget::~RestoreTarget() = default;
+
+void RestoreTarget::pwrite_checked(const std::uint8_t *data, std::size_t len, std::uint64_t offset)
+{
+    if (throttle_)
+        throttle_->consume(len);
+    pwrite_all(fd_.get(), data, len, offset, ("write to " + path_ + " failed").c_str());
+}
+
+void RestoreTarget::write(std::uint64_t offset, const std::uint8_t *data, std::size_t len)
+{
+    if (pending_len_ && pending_data_ && offset == pending_offset_ + pending_len_ &&
+        data == pending_data_ + pending_len_) {
+        pending_len_ += len;
+        return;
+    }
+    flush_pending();
+    pending_offset_ = offset;
+    pending_data_ = data;
+    pending_len_ = len;
+}
+
+void RestoreTarget::write_zero(std::uint64_t offset, std::size_t len)
+{
+    if (!write_zeroes_)
+        return;
+    if (pending_len_ && !pending_data_ && offset == pending_offset_ + pending_len_) {
+        pending_len_ += len;
+        return;
+    }
+    flush_pending();
+    pending_offset_ = offset;
+    pending_data_ = nullptr;
+    pending_len_ = len;
+}
+
+void RestoreTarget::flush_pending()
+{
+    if (!pending_len_)
+        return;
+    if (pending_data_) {
+        pwrite_checked(pending_data_, pending_len_, pending_offset_);
+    } else {
+        for (std::size_t done = 0; done < pending_len_;) {
+            std::size_t n = std::min(kZeroChunk, pending_len_ - done);
+            pwrite_checked(zero_chunk, n, pending_offset_ + done);
+            done += n;
+        }
+    }
+    pending_len_ = 0;
+    pending_data_ = nullptr;
+}
+
+void RestoreTarget::grow_to(std::uint64_t size)
+{
+    if (size > size_) {
+        if (ftruncate(fd_.get(), static_cast<off_t>(size)) < 0)
+            throw_errno("can't resize " + path_);
+        size_ = size;
+    }
+}
+
+void RestoreTarget::finish()
+{
+    flush_pending();
+    if (cache_ != CacheMode::Unsafe && fdatasync(fd_.get()) < 0 && errno != EINVAL)
+        throw_errno("vma flush of " + path_ + " failed");
+    fd_.close_checked(("close of " + path_ + " failed").c_str());
+}
+
+} // namespace engine::vma
