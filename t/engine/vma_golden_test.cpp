@@ -131,3 +131,12 @@ TEST_CASE("the writer never stores bytes past the device end", "[vma]")
     engine::pread_full(mem.get(), out.data(), out.size(), 0, "read");
     CHECK(first_difference(out, golden_archive()) == -1);
 }
+
+TEST_CASE("the reader accepts the spec-built golden archive", "[vma]")
+{
+    auto images = read_archive(golden_archive());
+    Bytes expected = disk1();
+    expected.resize(70144, 0);
+    CHECK(first_difference(images.at("drive-scsi0"), expected) == -1);
+    CHECK(first_difference(images.at("drive-sata1"), Bytes(4096, 0)) == -1);
+}

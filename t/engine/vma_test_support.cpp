@@ -2,7 +2,12 @@
 
 #include "util/error.h"
 #include "util/fd.h"
+#include "util/endian.h"
+#include "util/md5.h"
+#include "vma/reader.h"
 #include "vma/writer.h"
+
+#include <cstring>
 
 #include <algorithm>
 #include <cstdlib>
@@ -97,6 +102,95 @@ Bytes write_archive(const std::vector<Image> &images, const std::vector<Config> 
     writer.finish();
     Bytes out(static_cast<std::size_t>(lseek(mem.get(), 0, SEEK_END)));
     engine::pread_full(mem.get(), out.data(), out.size(), 0, "read memfd");
+    return out;
+}
+
+namespace {
+
+engine::Fd memfd_with(const Bytes &data)
+{
+    engine::Fd mem(memfd_create("vma-archive", MFD_CLOEXEC));
+    if (!mem)
+        engine::throw_errno("memfd_create");
+    engine::write_all(mem.get(), data.data(), data.size(), "write memfd");
+    lseek(mem.get(), 0, SEEK_SET);
+    return mem;
+}
+
+class ImageSink : public engine::vma::ClusterSink {
+public:
+    std::map<std::string, Bytes> images;
+
+    void cluster(const engine::vma::DeviceInfo &dev, std::uint32_t cluster, std::uint16_t mask,
+                 const std::uint8_t *blocks) override
+    {
+        using namespace engine::vma;
+        Bytes &img = images[dev.name];
+        std::uint64_t start = std::uint64_t(cluster) * kClusterSize;
+        std::uint64_t limit = dev.vmstate ? start + kClusterSize : dev.size;
+        std::uint64_t needed = std::min<std::uint64_t>(limit, start + kClusterSize);
+        if (img.size() < needed)
+            img.resize(static_cast<std::size_t>(needed), 0);
+        for (unsigned j = 0; j < kBlocksPerCluster; j++) {
+            std::uint64_t off = start + j * kBlockSize;
+            if (!(mask & (1u << j)) || off >= limit)
+                continue;
+            std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kBlockSize, limit - off));
+            std::memcpy(img.data() + off, blocks, n);
+            blocks += kBlockSize;
+        }
+    }
+};
+
+} // namespace
+
+std::map<std::string, Bytes> read_archive(const Bytes &archive)
+{
+    engine::vma::Reader reader(memfd_with(archive));
+    ImageSink sink;
+    // a device claiming a huge size grows only as far as clusters arrive
+    for (const auto &dev : reader.devices())
+        if (!dev.vmstate && dev.size <= (std::uint64_t(1) << 28))
+            sink.images[dev.name].resize(static_cast<std::size_t>(dev.size), 0);
+    reader.read_extents(sink);
+    return sink.images;
+}
+
+std::string rejection(const Bytes &archive)
+{
+    try {
+        read_archive(archive);
+        return "";
+    } catch (const engine::vma::FormatError &e) {
+        return e.reason();
+    } catch (const std::exception &e) {
+        return std::string("unexpected: ") + e.what();
+    }
+}
+
+void fix_header_md5(Bytes &archive)
+{
+    std::size_t size = engine::load_be32(&archive[56]);
+    std::memset(&archive[32], 0, 16);
+    auto digest = engine::md5(archive.data(), size);
+    std::memcpy(&archive[32], digest.data(), 16);
+}
+
+void fix_extent_md5(Bytes &archive, std::size_t at)
+{
+    std::memset(&archive[at + 24], 0, 16);
+    auto digest = engine::md5(&archive[at], 512);
+    std::memcpy(&archive[at + 24], digest.data(), 16);
+}
+
+std::vector<std::size_t> extent_offsets(const Bytes &archive)
+{
+    std::vector<std::size_t> out;
+    std::size_t at = engine::load_be32(&archive[56]);
+    while (at + 512 <= archive.size()) {
+        out.push_back(at);
+        at += 512 + std::size_t(engine::load_be16(&archive[at + 6])) * 4096;
+    }
     return out;
 }
 

@@ -5,6 +5,7 @@
 #include "util/uuid.h"
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -51,5 +52,19 @@ struct Config {
 };
 Bytes write_archive(const std::vector<Image> &images, const std::vector<Config> &configs = {},
                     std::int64_t ctime = 1700000000);
+
+// Reads an archive completely through Reader and Restorer-like sink and
+// returns each device's restored bytes by name (vmstate: the clusters read).
+std::map<std::string, Bytes> read_archive(const Bytes &archive);
+
+// The reason the reader rejects an archive ("" if it accepts it and all its
+// clusters); an exception other than FormatError yields "unexpected: ...".
+std::string rejection(const Bytes &archive);
+
+// Damage tools: recompute the header MD5 / an extent header's MD5 after an
+// edit, and find where the extents start.
+void fix_header_md5(Bytes &archive);
+void fix_extent_md5(Bytes &archive, std::size_t extent_offset);
+std::vector<std::size_t> extent_offsets(const Bytes &archive);
 
 } // namespace vma_test
