@@ -25,8 +25,10 @@ sub checkout { return PVE::TestNode::checkout_dir() }
 
 sub vma_binary { return checkout() . "/build/vma" }
 
-# Creates the node directory (under $dir, or a fresh temporary one) with a
-# 'local' directory storage, and points the doubles at it.
+# Creates the node directory (under $param{dir}, or a fresh temporary one)
+# with a 'local' directory storage (at $param{storage_dir}, default inside
+# the node) and the dump directory ($param{dump_dir}), and points the
+# doubles at it.
 sub new {
     my ($class, %param) = @_;
 
@@ -35,11 +37,15 @@ sub new {
     $ENV{VZDUMP_TEST_NODE_DIR} = $root;
     $ENV{PATH} = checkout() . "/t/bin:$ENV{PATH}" if $ENV{PATH} !~ m|/t/bin|;
 
-    my $self = bless { root => $root, storage => "$root/storage/local" }, $class;
+    my $self = bless {
+        root => $root,
+        storage => $param{storage_dir} // "$root/storage/local",
+        dumpdir => $param{dump_dir} // "$root/dump",
+    }, $class;
     make_path(
         "$root/etc/pve/nodes/" . PVE::TestNode::nodename() . "/qemu-server",
         "$root/etc/pve/firewall", "$root/etc/pve/priv/storage", "$root/run/qemu-server",
-        "$self->{storage}/images", "$root/dump",
+        "$self->{storage}/images", $self->{dumpdir},
     );
     write_file("$root/etc/pve/storage.cfg", <<"CFG");
 dir: local
@@ -47,6 +53,7 @@ dir: local
 	content images,backup
 CFG
     require PVE::VZDump::QemuServer;
+    no warnings 'once';
     $PVE::VZDump::QemuServer::firewall_config_dir = "$root/etc/pve/firewall";
     $PVE::VZDump::QemuServer::vma_binary = vma_binary();
     $PVE::VZDump::QemuServer::backup_access_run_dir = "$root/run/qemu-server";
@@ -193,7 +200,7 @@ sub run_backup {
     require PVE::VZDump;
     my $mode = delete $param{mode} // 'snapshot';
     my $before = delete $param{before_archive};
-    my $opts = { dumpdir => "$self->{root}/dump", storage => 'local', %param };
+    my $opts = { dumpdir => $self->{dumpdir}, storage => 'local', %param };
 
     my $qmp_log = PVE::TestNode::run_dir() . "/$vmid.qmp-log";
     my $qmp_log_offset = -s $qmp_log // 0;
@@ -236,6 +243,32 @@ sub read_qmp_log {
     my @entries = map { decode_json($_) } grep { length } map { chomp; $_ } <$fh>;
     close($fh);
     return \@entries;
+}
+
+# The QMP commands QEMU received, in order, without the qmp_capabilities
+# that opens every connection.
+sub commands {
+    my ($run) = @_;
+    return [grep { $_ ne 'qmp_capabilities' } map { $_->{execute} // $_->{command} } $run->{qmp}->@*];
+}
+
+# The arguments of the first received command named $execute.
+sub arguments_of {
+    my ($run, $execute) = @_;
+    for my $entry ($run->{qmp}->@*) {
+        return $entry->{arguments} // {} if ($entry->{execute} // $entry->{command} // '') eq $execute;
+    }
+    return undef;
+}
+
+# Fails the test unless the backup left no child process and no new fd.
+sub check_no_leaks {
+    my ($before_fds, $what) = @_;
+
+    my $after = open_fds();
+    my @new = grep { !exists($before_fds->{$_}) } sort keys %$after;
+    Test::More::is_deeply([map { "$_ -> $after->{$_}" } @new], [], "$what: no fd left open");
+    Test::More::is_deeply([child_pids()], [], "$what: no child process left");
 }
 
 # Only the INFO/WARN/ERROR lines of a task log, without the timestamps of
