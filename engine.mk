@@ -42,3 +42,24 @@ asan-test: build-asan/engine-tests build-asan/vma
 		build-asan/engine-tests
 
 .PHONY: engine-test asan-test
+
+# A short libFuzzer run of the VMA reader over the committed seed corpus
+# (clang; the fuzzer's own sanitizer runtime, so it has its own build dir).
+#   make fuzz-vma [FUZZ_SECONDS=60]
+FUZZ_CXX ?= clang++
+FUZZ_SECONDS ?= 30
+VMA_FUZZ_SRC := fuzz/vma_reader_fuzz.cpp src/vma/reader.cpp src/vma/cluster_set.cpp \
+	src/util/md5.cpp src/util/fd.cpp src/util/error.cpp
+
+build-fuzz/vma_reader_fuzz: $(VMA_FUZZ_SRC) $(wildcard src/vma/*.h src/util/*.h)
+	@mkdir -p build-fuzz
+	$(FUZZ_CXX) -std=c++20 -O1 -g -Isrc -D_FILE_OFFSET_BITS=64 -D_GNU_SOURCE \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-o $@ $(VMA_FUZZ_SRC) -lcrypto
+
+fuzz-vma: build-fuzz/vma_reader_fuzz
+	@mkdir -p build-fuzz/vma_reader_corpus
+	build-fuzz/vma_reader_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+		-print_final_stats=1 build-fuzz/vma_reader_corpus fuzz/vma_reader_corpus
+
+.PHONY: fuzz-vma
