@@ -252,6 +252,15 @@ sub commands {
     return [grep { $_ ne 'qmp_capabilities' } map { $_->{execute} // $_->{command} } $run->{qmp}->@*];
 }
 
+# The command lines of the HMP commands QEMU received, in order.
+sub hmp_commands {
+    my ($run) = @_;
+    return [
+        map { $_->{arguments}->{'command-line'} }
+        grep { ($_->{execute} // $_->{command} // '') eq 'human-monitor-command' } $run->{qmp}->@*
+    ];
+}
+
 # The arguments of the first received command named $execute.
 sub arguments_of {
     my ($run, $execute) = @_;
@@ -306,7 +315,8 @@ sub verify_archive {
 
     my $disks = $param{disks} // $self->{vms}->{$vmid}->{disks};
     for my $disk (@$disks) {
-        my $extracted = "$target/disk-drive-$disk->{key}.raw";
+        my $device = $disk->{key} eq 'tpmstate0' ? 'tpmstate0-backup' : $disk->{key};
+        my $extracted = "$target/disk-drive-$device.raw";
         if (!-f $extracted) {
             push @problems, "no extracted image for $disk->{key}";
             next;

@@ -791,6 +791,25 @@ my $fork_compressor_pipe = sub {
     return PVE::VZDump::QemuServer::Engine::start_compressor($comp, $outfileno);
 };
 
+# Kills and reaps the compressor when archive_vma is left before it did so
+# itself, e.g. by a die of its own error path (resuming a VM whose QEMU is
+# gone): the original would leave that child behind.
+package PVE::VZDump::QemuServer::CompressorReaper {
+    sub new {
+        my ($class, $cpid_ref) = @_;
+        return bless { cpid => $cpid_ref }, $class;
+    }
+
+    sub DESTROY {
+        my ($self) = @_;
+        my $cpid = ${ $self->{cpid} } or return;
+        local ($?, $!);
+        return if waitpid($cpid, POSIX::WNOHANG()) != 0; # reaped now or before
+        kill(9, $cpid);
+        waitpid($cpid, 0);
+    }
+}
+
 sub archive_vma {
     my ($self, $task, $vmid, $filename, $comp) = @_;
 
@@ -840,6 +859,7 @@ sub archive_vma {
     my $devlist = _get_task_devlist($task);
 
     my $cpid;
+    my $compressor_reaper = PVE::VZDump::QemuServer::CompressorReaper->new(\$cpid);
     my $backup_job_uuid;
 
     eval {
