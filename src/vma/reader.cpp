@@ -5,6 +5,7 @@
 #include "util/md5.h"
 #include "vma/cluster_set.h"
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstdlib>
@@ -218,7 +219,20 @@ bool Reader::read_extent(ClusterSink &sink)
                           "vma extent error - too many blocks (" + std::to_string(block_count) + ")");
     std::size_t extent_size = kExtentHeaderSize + block_count * kBlockSize;
     std::size_t payload = block_count * kBlockSize;
-    std::size_t have = read_some(t.payload, payload, "read failed");
+    std::size_t have = 0;
+    if (sink.wants_data()) {
+        have = read_some(t.payload, payload, "read failed");
+    } else {
+        // the payload area doubles as a small scratch buffer
+        constexpr std::size_t kScratch = 128 * 1024;
+        while (have < payload) {
+            std::size_t want = std::min(kScratch, payload - have);
+            std::size_t got = read_some(t.payload, want, "read failed");
+            have += got;
+            if (got < want)
+                break;
+        }
+    }
     if (have < payload)
         throw FormatError(start, "short vma extent (" + std::to_string(kExtentHeaderSize + have) +
                                      " < " + std::to_string(extent_size) + ")");
@@ -269,7 +283,7 @@ bool Reader::read_extent(ClusterSink &sink)
 
     for (std::size_t i = 0; i < slot_count; i++)
         sink.cluster(*slots[i].dev, slots[i].info.cluster, slots[i].info.mask,
-                     t.payload + slots[i].first_block * kBlockSize);
+                     sink.wants_data() ? t.payload + slots[i].first_block * kBlockSize : nullptr);
     sink.extent_done();
     return true;
 }

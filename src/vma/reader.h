@@ -49,6 +49,11 @@ public:
                          const std::uint8_t *blocks) = 0;
     // The extent's buffer is about to be reused.
     virtual void extent_done() {}
+    // A sink that only counts (verify) answers false: the payload is then
+    // still read from the stream (so read errors and truncation show) but
+    // through a small cache-friendly buffer, and cluster() gets blocks ==
+    // nullptr.
+    virtual bool wants_data() const { return true; }
 };
 
 class Reader {

@@ -22,6 +22,7 @@ void Restorer::set_target(const DeviceInfo &dev, std::unique_ptr<RestoreTarget> 
                     " failed - unexpected size " + std::to_string(target->size()) +
                     " != " + std::to_string(dev.size));
     targets_[dev.id] = std::move(target);
+    has_targets_ = true;
 }
 
 void Restorer::cluster(const DeviceInfo &dev, std::uint32_t cluster, std::uint16_t mask,
@@ -37,7 +38,8 @@ void Restorer::cluster(const DeviceInfo &dev, std::uint32_t cluster, std::uint16
         if (mask & (1u << j)) {
             if (target)
                 target->write(offset, blocks, len);
-            blocks += kBlockSize;
+            if (blocks)
+                blocks += kBlockSize;
         } else {
             stats_.zero_bytes += len;
             if (mask)

@@ -51,9 +51,11 @@ public:
     void cluster(const DeviceInfo &dev, std::uint32_t cluster, std::uint16_t mask,
                  const std::uint8_t *blocks) override;
     void extent_done() override;
+    bool wants_data() const override { return has_targets_; }
 
 private:
     std::array<std::unique_ptr<RestoreTarget>, kDeviceSlots> targets_;
+    bool has_targets_ = false;
     std::uint64_t total_bytes_ = 0;
     std::uint64_t vmstate_clusters_ = 0;
     unsigned last_percent_ = 0;
