@@ -1,0 +1,54 @@
+// One-shot calls with PVE::QMPClient's semantics: open the socket, run the
+// command(s), close. Errors are worded as PVE dies, so a Perl die carrying
+// what() reads exactly as with the original plugin.
+//
+// Timeouts: a zero timeout means "the default", as PVE's `if (!$timeout)`:
+// default_timeout(command) for single commands, 3 s for a batch.
+#pragma once
+
+#include "util/json.h"
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace engine::qmp {
+
+// Where a VM's QEMU listens; vmid only names it in error texts.
+struct Peer {
+    std::string socket_path;
+    std::string vmid;
+};
+
+// PVE::QMPClient::cmd on a qmp socket: returns the reply's "return".
+// Throws CommandFailed: "VM <vmid> qmp command '<execute>' failed - <error>".
+Json command(const Peer &peer, const std::string &execute, const Json &arguments,
+	     std::chrono::milliseconds timeout = {});
+
+// human-monitor-command with `command_line`; returns the HMP output text.
+// Throws CommandFailed naming 'human-monitor-command'.
+std::string human_monitor_command(const Peer &peer, const std::string &command_line,
+				  std::chrono::milliseconds timeout = {});
+
+struct BatchCommand {
+    std::string execute;
+    Json arguments;
+};
+
+// PVE::QMPClient::queue_cmd for each command, then queue_execute: all over
+// one connection, in order, each started after the previous reply; getfd
+// and add-fd carry `fd` (>= 0) with SCM_RIGHTS. Returns each "return" in
+// order. Throws the bare queue Error (e.g. "got timeout\n"), as
+// queue_execute dies, on the first failure; later commands are not sent.
+std::vector<Json> batch(const Peer &peer, const std::vector<BatchCommand> &commands, int fd,
+			std::chrono::milliseconds timeout = {});
+
+// PVE::QMPClient::cmd on the guest agent socket: the sync handshake, then
+// the command. Returns "return", or {"error": {...}} when the agent answered
+// with an error, or JSON null when it closed after the sync (shutdown).
+// Throws CommandFailed: "VM <vmid> qmp command '<execute>' failed - <error>"
+// (PVE says "qmp" for agent commands too; connect errors say "qga socket").
+Json agent_command(const Peer &agent, const std::string &execute, const Json &arguments,
+		   std::chrono::milliseconds timeout = {});
+
+} // namespace engine::qmp

@@ -1,0 +1,94 @@
+// Test helpers for the QMP client: a private temporary directory, a fake
+// peer that serves one unix-socket connection with a scripted exchange, and
+// a child process that is killed and reaped on every exit path.
+#pragma once
+
+#include "qmp/unique_fd.h"
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace qmp_test {
+
+class TempDir {
+  public:
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir &) = delete;
+    TempDir &operator=(const TempDir &) = delete;
+    const std::string &path() const { return path_; }
+    std::string file(const std::string &name) const { return path_ + "/" + name; }
+
+  private:
+    std::string path_;
+};
+
+// The peer's end of one accepted connection, with a 10 s safety bound on
+// every wait so a broken test fails instead of hanging.
+class Connection {
+  public:
+    explicit Connection(int fd) : fd_(fd) {}
+    // Reads until `marker` has arrived; returns everything read so far
+    // (including earlier unconsumed bytes) and consumes it.
+    std::string read_until(const std::string &marker);
+    // Reads one QMP command (PVE sends no newline: a balanced JSON object).
+    std::string read_command();
+    // As read_command, also receiving an fd passed with SCM_RIGHTS.
+    std::string read_command_with_fd(engine::qmp::UniqueFd &passed);
+    // Returns false when the client has closed the connection.
+    bool write(const std::string &bytes);
+    // Waits until the client closes its end.
+    void wait_closed();
+    int fd() const { return fd_.get(); }
+
+  private:
+    bool fill(engine::qmp::UniqueFd *passed = nullptr);
+    engine::qmp::UniqueFd fd_;
+    std::string pending_;
+};
+
+// Listens on `path` and runs `script` on each accepted connection, one after
+// another, `connections` times, in a thread joined by the destructor.
+// Exceptions in the script are recorded and reported by failure().
+class FakePeer {
+  public:
+    using Script = std::function<void(Connection &)>;
+    FakePeer(const std::string &path, Script script, int connections = 1);
+    ~FakePeer();
+    // Waits for the script to finish; returns the text of an exception it
+    // threw, or "".
+    std::string finish();
+
+  private:
+    engine::qmp::UniqueFd listener_;
+    std::thread thread_;
+    std::string failure_;
+    bool joined_ = false;
+};
+
+// A child process started with execvp; SIGKILLed and reaped if still
+// running when destroyed.
+class Child {
+  public:
+    explicit Child(const std::vector<std::string> &argv);
+    ~Child();
+    Child(const Child &) = delete;
+    Child &operator=(const Child &) = delete;
+    pid_t pid() const { return pid_; }
+    // Waits up to `limit` for the child to exit; returns its wait status,
+    // or -1 if it is still running.
+    int wait_exit(std::chrono::milliseconds limit);
+
+  private:
+    pid_t pid_ = -1;
+};
+
+// Polls until `path` exists as a socket or `limit` passes.
+bool wait_for_socket(const std::string &path, std::chrono::milliseconds limit);
+
+} // namespace qmp_test
