@@ -2,7 +2,15 @@
 // convert the result. C++ exceptions become Perl dies with the same text.
 #include "backup/render.h"
 
+#include "qmp/error.h"
+#include "qmp/monitor.h"
+#include "util/json.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
 #include <exception>
+#include <vector>
 #include <string>
 
 #define PERL_NO_GET_CONTEXT
@@ -48,6 +56,139 @@ static int precision_arg(pTHX_ SV *arg)
     return static_cast<int>(precision);
 }
 
+// --- QMP and guest agent (qmp/) ---
+
+// Perl data to JSON as PVE's to_json (JSON::XS) encodes it, which decides
+// QMP's strict typing: a scalar last used as a string is a string, else a
+// number (integral floats as integers, as JSON::XS prints them); booleans
+// are JSON::PP::Boolean (also JSON::XS and Types::Serialiser ones) or \0/\1.
+static engine::Json perl_to_json(pTHX_ SV *sv)
+{
+    if (SvROK(sv)) {
+	SV *target = SvRV(sv);
+	if (sv_isobject(sv) && (sv_derived_from(sv, "JSON::PP::Boolean") || sv_derived_from(sv, "JSON::XS::Boolean") ||
+				sv_derived_from(sv, "Types::Serialiser::Boolean")))
+	    return engine::Json::boolean(SvTRUE(target));
+	if (SvTYPE(target) == SVt_PVHV) {
+	    HV *hash = (HV *)target;
+	    engine::Json object = engine::Json::object();
+	    hv_iterinit(hash);
+	    while (HE *entry = hv_iternext(hash)) {
+		I32 length;
+		const char *key = hv_iterkey(entry, &length);
+		object.set(std::string(key, length).c_str(), perl_to_json(aTHX_ hv_iterval(hash, entry)));
+	    }
+	    return object;
+	}
+	if (SvTYPE(target) == SVt_PVAV) {
+	    AV *list = (AV *)target;
+	    engine::Json array = engine::Json::array();
+	    for (SSize_t i = 0; i <= av_len(list); i++) {
+		SV **item = av_fetch(list, i, 0);
+		array.append(item ? perl_to_json(aTHX_ *item) : engine::Json());
+	    }
+	    return array;
+	}
+	if (SvTYPE(target) < SVt_PVAV && SvOK(target) && !SvROK(target)) {
+	    STRLEN length;
+	    const char *text = SvPV(target, length);
+	    if (length == 1 && (text[0] == '0' || text[0] == '1'))
+		return engine::Json::boolean(text[0] == '1');
+	}
+	throw std::runtime_error("cannot encode reference " + std::string(SvPV_nolen(sv)) + " as JSON\n");
+    }
+    if (SvPOKp(sv)) {
+	STRLEN length;
+	const char *text = SvPV(sv, length);
+	return engine::Json::string(std::string_view(text, length));
+    }
+    if (SvNOKp(sv)) {
+	NV value = SvNV(sv);
+	if (value == static_cast<NV>(static_cast<int64_t>(value)) && value > -9.2e18 && value < 9.2e18)
+	    return engine::Json::integer(static_cast<int64_t>(value));
+	return engine::Json::number(value);
+    }
+    if (SvIOKp(sv))
+	return engine::Json::integer(static_cast<int64_t>(SvIV(sv)));
+    if (!SvOK(sv))
+	return engine::Json();
+    STRLEN length;
+    const char *text = SvPV(sv, length);
+    return engine::Json::string(std::string_view(text, length));
+}
+
+// JSON to Perl data as PVE's from_json on the socket's bytes gives it:
+// strings are the raw bytes (no UTF-8 flag), booleans JSON::PP::Boolean.
+static SV *json_to_perl(pTHX_ const engine::Json &value)
+{
+    switch (value.type()) {
+    case json_type_null:
+	return newSV(0);
+    case json_type_boolean: {
+	SV *boolean = get_sv(value.as_boolean() ? "JSON::PP::true" : "JSON::PP::false", 0);
+	return boolean && SvOK(boolean) ? newSVsv(boolean) : newSViv(value.as_boolean() ? 1 : 0);
+    }
+    case json_type_int:
+	return newSViv(static_cast<IV>(value.as_integer()));
+    case json_type_double:
+	return newSVnv(value.as_number());
+    case json_type_string:
+	return new_string_sv(aTHX_ value.as_string());
+    case json_type_array: {
+	AV *list = newAV();
+	for (size_t i = 0; i < value.size(); i++)
+	    av_push(list, json_to_perl(aTHX_ value.at(i)));
+	return newRV_noinc((SV *)list);
+    }
+    case json_type_object: {
+	HV *hash = newHV();
+	json_object_object_foreach(value.get(), key, member)
+	{
+	    (void)hv_store(hash, key, strlen(key), json_to_perl(aTHX_ engine::Json::borrow(member)), 0);
+	}
+	return newRV_noinc((SV *)hash);
+    }
+    }
+    return newSV(0);
+}
+
+// Arguments: undef means none; anything but a hash is a caller bug.
+static engine::Json qmp_arguments(pTHX_ SV *arguments)
+{
+    if (!SvOK(arguments))
+	return engine::Json::object();
+    if (!SvROK(arguments) || SvTYPE(SvRV(arguments)) != SVt_PVHV)
+	throw std::runtime_error("QMP arguments must be a hash reference\n");
+    return perl_to_json(aTHX_ arguments);
+}
+
+// Seconds (fractions allowed); undef or 0 asks for PVE's default.
+static std::chrono::milliseconds qmp_timeout(pTHX_ SV *timeout)
+{
+    if (!SvOK(timeout) || SvNV(timeout) <= 0)
+	return std::chrono::milliseconds(0);
+    return std::chrono::milliseconds(static_cast<int64_t>(std::ceil(SvNV(timeout) * 1000)));
+}
+
+static std::string sv_text(pTHX_ SV *sv)
+{
+    STRLEN length;
+    const char *text = SvPV(sv, length);
+    return std::string(text, length);
+}
+
+// A file descriptor number, or a Perl file handle.
+static int qmp_fd(pTHX_ SV *fd)
+{
+    if (!SvOK(fd))
+	return -1;
+    if (SvROK(fd) || isGV_with_GP(fd)) {
+	IO *io = sv_2io(fd);
+	return io && IoIFP(io) ? PerlIO_fileno(IoIFP(io)) : -1;
+    }
+    return static_cast<int>(SvIV(fd));
+}
+
 MODULE = PVE::VZDump::QemuServer::Engine	PACKAGE = PVE::VZDump::QemuServer::Engine
 
 PROTOTYPES: DISABLE
@@ -76,5 +217,99 @@ render_duration(seconds = &PL_sv_undef, auto_limit = false)
     CODE:
 	NV value = SvOK(seconds) ? SvNV(seconds) : 0;
 	RETVAL = engine_call(aTHX_ [&] { return new_string_sv(aTHX_ engine::render_duration(value, auto_limit)); });
+    OUTPUT:
+	RETVAL
+
+SV *
+qmp_cmd(socket, vmid, execute, arguments = &PL_sv_undef, timeout = &PL_sv_undef)
+	SV *socket
+	SV *vmid
+	SV *execute
+	SV *arguments
+	SV *timeout
+    CODE:
+	RETVAL = engine_call(aTHX_ [&] {
+	    engine::Json reply = engine::qmp::command({sv_text(aTHX_ socket), sv_text(aTHX_ vmid)},
+						      sv_text(aTHX_ execute), qmp_arguments(aTHX_ arguments),
+						      qmp_timeout(aTHX_ timeout));
+	    return json_to_perl(aTHX_ reply);
+	});
+    OUTPUT:
+	RETVAL
+
+SV *
+hmp_cmd(socket, vmid, command_line, timeout = &PL_sv_undef)
+	SV *socket
+	SV *vmid
+	SV *command_line
+	SV *timeout
+    CODE:
+	RETVAL = engine_call(aTHX_ [&] {
+	    return new_string_sv(aTHX_ engine::qmp::human_monitor_command(
+		{sv_text(aTHX_ socket), sv_text(aTHX_ vmid)}, sv_text(aTHX_ command_line), qmp_timeout(aTHX_ timeout)));
+	});
+    OUTPUT:
+	RETVAL
+
+SV *
+qmp_batch(socket, vmid, commands, fd = &PL_sv_undef, timeout = &PL_sv_undef)
+	SV *socket
+	SV *vmid
+	AV *commands
+	SV *fd
+	SV *timeout
+    CODE:
+	// as engine_call, but a connect failure is also warned first, as
+	// PVE::QMPClient::queue_execute does
+	SV *error = nullptr;
+	bool connect_failed = false;
+	try {
+	    std::vector<engine::qmp::BatchCommand> queue;
+	    for (SSize_t i = 0; i <= av_len(commands); i++) {
+		SV **entry = av_fetch(commands, i, 0);
+		if (!entry || !SvROK(*entry) || SvTYPE(SvRV(*entry)) != SVt_PVAV)
+		    throw std::runtime_error("qmp_batch: each command must be [$execute, \\%arguments]\n");
+		AV *pair = (AV *)SvRV(*entry);
+		SV **name = av_fetch(pair, 0, 0);
+		SV **arguments = av_fetch(pair, 1, 0);
+		if (!name || !SvOK(*name))
+		    throw std::runtime_error("qmp_batch: command without a name\n");
+		queue.push_back({sv_text(aTHX_ *name), qmp_arguments(aTHX_ arguments ? *arguments : &PL_sv_undef)});
+	    }
+	    std::vector<engine::Json> results = engine::qmp::batch(
+		{sv_text(aTHX_ socket), sv_text(aTHX_ vmid)}, queue, qmp_fd(aTHX_ fd), qmp_timeout(aTHX_ timeout));
+	    AV *list = newAV();
+	    for (const engine::Json &result : results)
+		av_push(list, json_to_perl(aTHX_ result));
+	    RETVAL = newRV_noinc((SV *)list);
+	} catch (const engine::qmp::Error &e) {
+	    error = newSVpv(e.what(), 0);
+	    connect_failed = e.kind() == engine::qmp::Error::Kind::connect;
+	} catch (const std::exception &e) {
+	    error = newSVpv(e.what(), 0);
+	}
+	if (error) {
+	    sv_2mortal(error);
+	    if (connect_failed)
+		warn_sv(error);
+	    croak_sv(error);
+	}
+    OUTPUT:
+	RETVAL
+
+SV *
+qga_cmd(agent_socket, vmid, execute, arguments = &PL_sv_undef, timeout = &PL_sv_undef)
+	SV *agent_socket
+	SV *vmid
+	SV *execute
+	SV *arguments
+	SV *timeout
+    CODE:
+	RETVAL = engine_call(aTHX_ [&] {
+	    engine::Json reply = engine::qmp::agent_command({sv_text(aTHX_ agent_socket), sv_text(aTHX_ vmid)},
+							    sv_text(aTHX_ execute), qmp_arguments(aTHX_ arguments),
+							    qmp_timeout(aTHX_ timeout));
+	    return json_to_perl(aTHX_ reply);
+	});
     OUTPUT:
 	RETVAL

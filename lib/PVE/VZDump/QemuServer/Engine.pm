@@ -3,6 +3,7 @@ package PVE::VZDump::QemuServer::Engine;
 use strict;
 use warnings;
 
+use JSON::PP (); # the booleans of QMP results
 use XSLoader;
 
 our $VERSION = '0.1.0';
@@ -52,5 +53,99 @@ half away from zero, then weeks, days, hours, minutes and seconds without the
 zero components (C<"1d 1h 1m 1s">). 0 or undef is C<"0s">, a negative duration
 the empty string. With C<$auto_limit> true, minutes are dropped once there are
 weeks and seconds once there are days.
+
+
+=head2 QMP and guest agent
+
+These talk to a VM's QEMU as C<PVE::QMPClient> and
+C<PVE::QemuServer::Monitor> do. The caller gives the socket paths (Proxmox
+uses F</var/run/qemu-server/E<lt>vmidE<gt>.qmp> and F<.qga>); C<$vmid> only
+names the VM in error texts. Every call opens its own connection and closes
+it before returning: QEMU serves one monitor client at a time, so nothing is
+held between calls.
+
+I<Arguments> are encoded as C<to_json> (JSON::XS) encodes them, which matters
+because QMP is strictly typed: a scalar last used as a string is sent as a
+string, a number as a number (write C<int($x)> for integer parameters, as the
+plugin does); C<JSON::true>/C<JSON::false> (any C<JSON::PP::Boolean>) or
+C<\1>/C<\0> are booleans; C<undef> is C<null>. Keys other than the
+command's own reach QEMU (strip C<timeout> yourself, as C<Monitor::qmp_cmd>
+does).
+
+I<Results> are decoded as C<from_json> of the socket's bytes gives them:
+hashes, arrays, numbers, strings as raw bytes (no UTF-8 flag), C<null> as
+undef, and booleans as C<JSON::PP::Boolean> objects (C<$JSON::PP::true> /
+C<$JSON::PP::false>, true or false in boolean context, 1 or 0 as numbers).
+
+I<Timeouts> are seconds (fractions allowed). An undef or 0 C<$timeout> takes
+C<PVE::QMPClient::cmd>'s default for the command: 3600 for C<query-migrate>
+and C<guest-fsfreeze-freeze>; 60 for names starting C<eject> or C<change>;
+180 for C<guest-fsfreeze-thaw>; 600 for C<backup-cancel>, C<query-backup>,
+C<query-block-jobs>, C<block-job-cancel>, C<block-job-complete>,
+C<drive-mirror>, C<guest-fstrim>, C<guest-shutdown>, C<query-savevm>,
+C<savevm-start>, C<savevm-end> and the internal-snapshot commands; 5 for
+everything else. As in PVE the timeout is armed once per connection and
+covers the capabilities negotiation and every command on it; connecting is
+retried every 100 ms on EINTR/EAGAIN for the timeout, but at least 1 s.
+
+I<Errors> die with PVE's texts, each ending in a newline:
+
+    VM 100 qmp command 'cont' failed - <QEMU's error desc>
+    VM 100 qmp command 'query-status' failed - got timeout
+    VM 100 qmp command 'query-status' failed - client closed connection
+    VM 100 qmp command 'query-status' failed - unable to connect to VM 100 qmp socket - No such file or directory
+    VM 100 qmp command 'query-status' failed - unable to connect to VM 100 qmp socket - timeout after 11 retries
+    VM 100 qmp command 'x' failed - received response without command id
+    VM 100 qmp command 'x' failed - got wrong command id '<got>' (expected <pid>:<n>)
+
+Two texts cannot match PVE byte for byte, because Perl adds its own file and
+line to them: a reply that is not JSON gives
+C<malformed JSON string - E<lt>json-c's reasonE<gt> (before "E<lt>start of
+lineE<gt>")>, and a failing fd transfer gives C<sendfd failed - E<lt>errorE<gt>>.
+A reply line over 64 MiB fails with C<QMP reply exceeds 67108864 bytes>.
+
+=head3 qmp_cmd($socket, $vmid, $execute, \%arguments, $timeout)
+
+One QMP command, as C<PVE::QMPClient::cmd>: connect, C<qmp_capabilities>,
+the command (id C<E<lt>pidE<gt>:E<lt>nE<gt>>), close. Returns the reply's
+C<return> value (a hash, an array, a scalar or undef). C<\%arguments> may be
+undef. Events that arrive before the reply are skipped. Dies with the texts
+above.
+
+=head3 hmp_cmd($socket, $vmid, $command_line, $timeout)
+
+C<human-monitor-command> with C<command-line>, as
+C<PVE::QemuServer::Monitor::hmp_cmd>; returns the output text. HMP reports
+its errors as output (C<drive_add> prints C<"OK\r\n"> on success, C<"Duplicate
+ID '...' for drive\r\n"> on failure; C<drive_del> prints nothing on success
+and C<"Device '...' not found\r\n"> when the drive is gone): check it as the
+original does. Dies as C<qmp_cmd> for C<human-monitor-command>.
+
+=head3 qmp_batch($socket, $vmid, \@commands, $fd, $timeout)
+
+C<PVE::QMPClient>'s C<queue_cmd> for each C<[$execute, \%arguments]> of
+C<@commands>, then C<queue_execute($timeout)>: one connection, the commands
+in order, each sent after the previous reply. C<getfd> and C<add-fd> entries
+carry C<$fd> (a descriptor number or a Perl file handle; it stays open here)
+with C<SCM_RIGHTS>, so a C<getfd> and the C<backup> that names
+C</dev/fdname/...> share one monitor session, as QEMU requires. An undef or
+0 C<$timeout> is 3 s, queue_execute's default. Returns an array ref of the
+C<return> values in order. Dies with the bare queue error of the first
+failure, as C<queue_execute> dies (e.g. C<"No file descriptor supplied via
+SCM_RIGHTS\n">, C<"got timeout\n">); later commands are not sent. A connect
+failure is also warned before the die, as C<queue_execute> does.
+
+=head3 qga_cmd($agent_socket, $vmid, $execute, \%arguments, $timeout)
+
+A guest-agent command, as C<PVE::QMPClient::cmd> for a C<guest-*> command:
+sends C<guest-sync-delimited> with id C<E<lt>pidE<gt>0E<lt>nE<gt>> and the
+command, skips replies to stale sync ids, returns the reply's C<return>. An
+error answered by the agent does not die: it is returned as
+C<< { error => { class => ..., desc => ... } } >>, as in PVE. When the agent
+closes the connection after acknowledging the sync (C<guest-shutdown>,
+C<guest-suspend-*>), returns undef. Dies like C<qmp_cmd>, PVE's texts saying
+C<qmp command> and C<qga socket>:
+C<VM 100 qmp command 'guest-ping' failed - unable to connect to VM 100 qga
+socket - No such file or directory>.
 
 =cut
