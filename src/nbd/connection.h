@@ -1,0 +1,74 @@
+// One client connection to an NBD export (libnbd), read-only: the export's
+// size, its allocation map (base:allocation block status) and reads, either
+// blocking or several in flight at once.
+//
+// Contract:
+// - The constructor connects to a unix socket and negotiates the export; the
+//   destructor shuts the connection down and closes its socket (libnbd opens
+//   it close-on-exec, so no child inherits it).
+// - Every failure throws engine::Error("NBD <what> on export '<name>' failed
+//   - <libnbd's message>"). After a failed read the connection may be broken;
+//   the caller should give up on it.
+// - Not thread-safe: one thread drives a Connection.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+struct nbd_handle;
+
+namespace engine::nbd {
+
+// A run of the export with one allocation state. zero means the server
+// promises the run reads as zeros (NBD_STATE_ZERO), so it need not be read.
+struct Extent {
+    std::uint64_t offset;
+    std::uint64_t length;
+    bool zero;
+};
+
+class Connection {
+public:
+    // Connects to `socket_path` and opens `export_name`, asking for the
+    // base:allocation context. Throws if either fails.
+    Connection(const std::string &socket_path, const std::string &export_name);
+    ~Connection();
+    Connection(const Connection &) = delete;
+    Connection &operator=(const Connection &) = delete;
+
+    std::uint64_t size() const { return size_; }
+    const std::string &export_name() const { return export_name_; }
+
+    // The allocation map from offset on, as the server describes it: one or
+    // more extents, contiguous, starting at offset and ending at most at
+    // offset + length (the server may describe less than asked). Without
+    // base:allocation support the whole range is one data extent.
+    std::vector<Extent> block_status(std::uint64_t offset, std::uint64_t length);
+
+    // Reads count bytes at offset; blocks until done.
+    void read(void *buf, std::size_t count, std::uint64_t offset);
+
+    // Starts a read into buf (which must stay valid until it completes) and
+    // returns its cookie without waiting. count must not exceed
+    // max_request().
+    std::uint64_t start_read(void *buf, std::size_t count, std::uint64_t offset);
+    // Waits for a started read to finish; throws if it failed.
+    void finish_read(std::uint64_t cookie);
+
+    // The largest single read the server accepts (its block_size_maximum,
+    // capped at 32 MiB; 32 MiB when it does not say).
+    std::size_t max_request() const { return max_request_; }
+
+private:
+    [[noreturn]] void fail(const char *what) const;
+
+    nbd_handle *handle_ = nullptr;
+    std::string export_name_;
+    std::uint64_t size_ = 0;
+    std::size_t max_request_ = 0;
+    bool has_allocation_map_ = false;
+};
+
+} // namespace engine::nbd
