@@ -31,7 +31,7 @@ Channel::Channel(const std::string &path, const std::string &peer, std::chrono::
 
     auto start = Clock::now();
     for (int attempt = 1;; attempt++) {
-	fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+	fd_ = Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 	if (!fd_)
 	    throw Error(Error::Kind::connect, connect_error(peer, std::strerror(errno)));
 	if (::connect(fd_.get(), reinterpret_cast<sockaddr *>(&address), sizeof(address)) == 0)

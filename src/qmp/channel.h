@@ -3,7 +3,7 @@
 // covers everything done on it (PVE arms its timeout once per connection).
 #pragma once
 
-#include "qmp/unique_fd.h"
+#include "util/fd.h"
 
 #include <chrono>
 #include <string>
@@ -43,7 +43,7 @@ class Channel {
   private:
     void wait_for(short events);
 
-    UniqueFd fd_;
+    Fd fd_;
     Clock::time_point deadline_ = Clock::time_point::max();
 };
 

@@ -255,7 +255,7 @@ TEST_CASE("qmp batch: getfd carries the fd, commands run in order on one connect
     TempDir dir;
     std::string socket = dir.file("100.qmp");
     std::string target = dir.file("backup.vma");
-    engine::qmp::UniqueFd file(::open(target.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
+    engine::Fd file(::open(target.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
     REQUIRE(file);
     struct stat expected;
     REQUIRE(::fstat(file.get(), &expected) == 0);
@@ -265,7 +265,7 @@ TEST_CASE("qmp batch: getfd carries the fd, commands run in order on one connect
     FakePeer peer(socket, [&](Connection &c) {
 	negotiate(c);
 	for (int i = 0; i < 3; i++) {
-	    engine::qmp::UniqueFd passed;
+	    engine::Fd passed;
 	    std::string command = c.read_command_with_fd(passed);
 	    std::string execute = Json::parse(command).member("execute").as_string();
 	    executed.push_back(execute);
@@ -324,7 +324,7 @@ TEST_CASE("qmp connect: PVE's texts for a missing socket and a dead one", "[qmp]
     // a socket file nobody listens on any more
     std::string stale = dir.file("stale.qmp");
     {
-	engine::qmp::UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM, 0));
+	engine::Fd listener(::socket(AF_UNIX, SOCK_STREAM, 0));
 	sockaddr_un address{};
 	address.sun_family = AF_UNIX;
 	std::strcpy(address.sun_path, stale.c_str());

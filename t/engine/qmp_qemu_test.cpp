@@ -4,7 +4,7 @@
 #include "qmp/client.h"
 #include "qmp/error.h"
 #include "qmp/monitor.h"
-#include "qmp/unique_fd.h"
+#include "util/fd.h"
 #include "qmp_test_support.h"
 
 #include <catch2/catch.hpp>
@@ -104,7 +104,7 @@ bool qemu_holds(pid_t pid, const std::string &target)
 // A plain client: connects and waits up to `limit` for QEMU's greeting.
 bool greeting_arrives(const std::string &socket, std::chrono::milliseconds limit)
 {
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    engine::Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     std::strncpy(address.sun_path, socket.c_str(), sizeof(address.sun_path) - 1);
@@ -170,7 +170,7 @@ TEST_CASE("qmp against a real QEMU: status, run state, block sizes, fds, HMP, er
     // getfd passes a real fd; closefd drops it again
     int ends[2];
     REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);
-    UniqueFd read_end(ends[0]), write_end(ends[1]);
+    engine::Fd read_end(ends[0]), write_end(ends[1]);
     std::string pipe_name = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(write_end.get()));
     Json fdname = Json::object();
     fdname.set("fdname", Json::string("backup"));

@@ -17,7 +17,7 @@
 
 namespace qmp_test {
 
-using engine::qmp::UniqueFd;
+using engine::Fd;
 
 TempDir::TempDir()
 {
@@ -33,7 +33,7 @@ TempDir::~TempDir()
     std::filesystem::remove_all(path_, ignored);
 }
 
-bool Connection::fill(UniqueFd *passed)
+bool Connection::fill(engine::Fd *passed)
 {
     pollfd watch{fd_.get(), POLLIN, 0};
     if (::poll(&watch, 1, 10'000) <= 0)
@@ -56,7 +56,7 @@ bool Connection::fill(UniqueFd *passed)
 	    int fd;
 	    std::memcpy(&fd, CMSG_DATA(header), sizeof(fd));
 	    if (passed)
-		passed->reset(fd);
+		*passed = engine::Fd(fd);
 	    else
 		::close(fd);
 	}
@@ -108,11 +108,11 @@ size_t object_length(const std::string &text)
 
 std::string Connection::read_command()
 {
-    UniqueFd ignored;
+    engine::Fd ignored;
     return read_command_with_fd(ignored);
 }
 
-std::string Connection::read_command_with_fd(UniqueFd &passed)
+std::string Connection::read_command_with_fd(engine::Fd &passed)
 {
     size_t length;
     while ((length = object_length(pending_)) == 0) {
@@ -151,7 +151,7 @@ void Connection::wait_closed()
 
 FakePeer::FakePeer(const std::string &path, Script script, int connections)
 {
-    listener_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    listener_ = engine::Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);

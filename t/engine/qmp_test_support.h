@@ -3,7 +3,7 @@
 // a child process that is killed and reaped on every exit path.
 #pragma once
 
-#include "qmp/unique_fd.h"
+#include "util/fd.h"
 
 #include <sys/types.h>
 
@@ -39,7 +39,7 @@ class Connection {
     // Reads one QMP command (PVE sends no newline: a balanced JSON object).
     std::string read_command();
     // As read_command, also receiving an fd passed with SCM_RIGHTS.
-    std::string read_command_with_fd(engine::qmp::UniqueFd &passed);
+    std::string read_command_with_fd(engine::Fd &passed);
     // Returns false when the client has closed the connection.
     bool write(const std::string &bytes);
     // Waits until the client closes its end.
@@ -47,8 +47,8 @@ class Connection {
     int fd() const { return fd_.get(); }
 
   private:
-    bool fill(engine::qmp::UniqueFd *passed = nullptr);
-    engine::qmp::UniqueFd fd_;
+    bool fill(engine::Fd *passed = nullptr);
+    engine::Fd fd_;
     std::string pending_;
 };
 
@@ -65,7 +65,7 @@ class FakePeer {
     std::string finish();
 
   private:
-    engine::qmp::UniqueFd listener_;
+    engine::Fd listener_;
     std::thread thread_;
     std::string failure_;
     bool joined_ = false;
