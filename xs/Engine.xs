@@ -1,10 +1,13 @@
 // Thin glue between Perl and the C++ engine: convert arguments, make one call,
 // convert the result. C++ exceptions become Perl dies with the same text.
 #include "backup/render.h"
+#include "backup/compressor.h"
+#include "backup/status_qmp.h"
 
 #include "qmp/error.h"
 #include "qmp/monitor.h"
 #include "util/json.h"
+#include "upstream/backup.h"
 
 #include <chrono>
 #include <cmath>
@@ -54,6 +57,69 @@ static int precision_arg(pTHX_ SV *arg)
     if (precision < 0 || precision > 1000)
 	croak("render_bytes: precision %" IVdf " out of range\n", precision);
     return static_cast<int>(precision);
+}
+
+// --- status loop and compressor (backup/) ---
+
+// Calls a Perl code ref from inside an engine call. A die in it becomes a C++
+// exception carrying the same text, so croak never crosses C++ frames.
+static void call_perl_hook(pTHX_ SV *code, const std::string *argument)
+{
+    dSP;
+    ENTER;
+    SAVETMPS;
+    PUSHMARK(SP);
+    if (argument)
+	XPUSHs(sv_2mortal(newSVpvn(argument->data(), argument->size())));
+    PUTBACK;
+    call_sv(code, G_DISCARD | G_EVAL);
+    std::string error;
+    if (SvTRUE(ERRSV))
+	error = SvPV_nolen(ERRSV);
+    FREETMPS;
+    LEAVE;
+    if (!error.empty())
+	throw std::runtime_error(error);
+}
+
+// Like engine_call, for calls that wait on signals: a pending signal is
+// dispatched to its Perl handler before any error is raised, as Perl would
+// have run the handler at its next statement. A handler that dies (the
+// plugin's does) replaces the error; otherwise the error stands, and an
+// interrupted wait dies "interrupted by signal\n".
+template <class Body> static SV *engine_call_interruptible(pTHX_ Body &&body)
+{
+    SV *error = nullptr;
+    SV *result = nullptr;
+    try {
+	result = body();
+    } catch (const engine::backup::Interrupted &e) {
+	error = newSVpv(e.what(), 0);
+    } catch (const std::exception &e) {
+	error = newSVpv(e.what(), 0);
+    }
+    if (error) {
+	sv_2mortal(error);
+	PERL_ASYNC_CHECK();
+	croak_sv(error);
+    }
+    return result;
+}
+
+static int64_t hash_integer(pTHX_ HV *hash, const char *key)
+{
+    SV **value = hv_fetch(hash, key, strlen(key), 0);
+    return value && SvOK(*value) ? static_cast<int64_t>(SvIV(*value)) : 0;
+}
+
+static std::string hash_string(pTHX_ HV *hash, const char *key)
+{
+    SV **value = hv_fetch(hash, key, strlen(key), 0);
+    if (!value || !SvOK(*value))
+	return "";
+    STRLEN length;
+    const char *text = SvPV(*value, length);
+    return std::string(text, length);
 }
 
 // --- QMP and guest agent (qmp/) ---
@@ -189,6 +255,72 @@ static int qmp_fd(pTHX_ SV *fd)
     return static_cast<int>(SvIV(fd));
 }
 
+// --- backup on stock QEMU (upstream/) ---
+
+// Calls a Perl code ref that answers yes or no (the plugin's qga_fs_freeze);
+// a die becomes a C++ exception with the same text, as in call_perl_hook.
+static bool call_perl_predicate(pTHX_ SV *code)
+{
+    dSP;
+    ENTER;
+    SAVETMPS;
+    PUSHMARK(SP);
+    PUTBACK;
+    int count = call_sv(code, G_SCALAR | G_EVAL);
+    SPAGAIN;
+    bool answer = count == 1 && SvTRUE(POPs);
+    PUTBACK;
+    std::string error;
+    if (SvTRUE(ERRSV))
+	error = SvPV_nolen(ERRSV);
+    FREETMPS;
+    LEAVE;
+    if (!error.empty())
+	throw std::runtime_error(error);
+    return answer;
+}
+
+static SV *hash_code(pTHX_ HV *hash, const char *key)
+{
+    SV **value = hv_fetch(hash, key, strlen(key), 0);
+    if (!value || !SvROK(*value) || SvTYPE(SvRV(*value)) != SVt_PVCV)
+	throw std::runtime_error(std::string("upstream_backup: hook '") + key + "' must be a code reference\n");
+    return *value;
+}
+
+static AV *hash_array(pTHX_ HV *hash, const char *key)
+{
+    SV **value = hv_fetch(hash, key, strlen(key), 0);
+    if (!value || !SvROK(*value) || SvTYPE(SvRV(*value)) != SVt_PVAV)
+	throw std::runtime_error(std::string("upstream_backup: '") + key + "' must be an array reference\n");
+    return (AV *)SvRV(*value);
+}
+
+static engine::upstream::BackupOptions upstream_backup_options(pTHX_ HV *args)
+{
+    engine::upstream::BackupOptions options;
+    options.peer = {hash_string(aTHX_ args, "qmp_socket"), hash_string(aTHX_ args, "vmid")};
+    options.work_dir = hash_string(aTHX_ args, "work_dir");
+    options.output_fd = static_cast<int>(hash_integer(aTHX_ args, "output_fd"));
+    options.bytes_per_second = static_cast<std::uint64_t>(hash_integer(aTHX_ args, "bytes_per_second"));
+    AV *disks = hash_array(aTHX_ args, "disks");
+    for (SSize_t i = 0; i <= av_len(disks); i++) {
+	SV **disk = av_fetch(disks, i, 0);
+	if (!disk || !SvROK(*disk) || SvTYPE(SvRV(*disk)) != SVt_PVHV)
+	    throw std::runtime_error("upstream_backup: each disk must be a hash reference\n");
+	HV *hash = (HV *)SvRV(*disk);
+	options.disks.push_back({hash_string(aTHX_ hash, "device"), hash_string(aTHX_ hash, "fleecing_path"),
+				 hash_string(aTHX_ hash, "fleecing_format")});
+    }
+    AV *configs = hash_array(aTHX_ args, "config_files");
+    for (SSize_t i = 0; i <= av_len(configs); i++) {
+	SV **path = av_fetch(configs, i, 0);
+	if (path && SvOK(*path))
+	    options.config_files.push_back(SvPV_nolen(*path));
+    }
+    return options;
+}
+
 MODULE = PVE::VZDump::QemuServer::Engine	PACKAGE = PVE::VZDump::QemuServer::Engine
 
 PROTOTYPES: DISABLE
@@ -217,6 +349,59 @@ render_duration(seconds = &PL_sv_undef, auto_limit = false)
     CODE:
 	NV value = SvOK(seconds) ? SvNV(seconds) : 0;
 	RETVAL = engine_call(aTHX_ [&] { return new_string_sv(aTHX_ engine::render_duration(value, auto_limit)); });
+    OUTPUT:
+	RETVAL
+
+SV *
+bitmap_status_text(info)
+	HV *info
+    CODE:
+	engine::backup::BitmapInfo bitmap{hash_string(aTHX_ info, "drive"), hash_string(aTHX_ info, "action"),
+					  hash_integer(aTHX_ info, "size"), hash_integer(aTHX_ info, "dirty")};
+	RETVAL = engine_call(aTHX_ [&] { return new_string_sv(aTHX_ engine::backup::bitmap_status_text(bitmap)); });
+    OUTPUT:
+	RETVAL
+
+void
+start_compressor(command, output_fd)
+	const char *command
+	int output_fd
+    PPCODE:
+	engine::backup::CompressorPipe pipe{-1, -1};
+	engine_call(aTHX_ [&]() -> SV * {
+	    pipe = engine::backup::start_compressor(command, output_fd);
+	    return nullptr;
+	});
+	EXTEND(SP, 2);
+	mPUSHi(pipe.pid);
+	mPUSHi(pipe.write_fd);
+
+SV *
+backup_status_loop(qmp_socket, vmid, job_uuid, has_query_bitmap, is_template, before_command, log)
+	const char *qmp_socket
+	const char *vmid
+	const char *job_uuid
+	bool has_query_bitmap
+	bool is_template
+	SV *before_command
+	SV *log
+    CODE:
+	RETVAL = engine_call_interruptible(aTHX_ [&] {
+	    engine::backup::StatusLoopOptions options;
+	    options.job_uuid = job_uuid;
+	    options.has_query_bitmap = has_query_bitmap;
+	    options.is_template = is_template;
+	    engine::backup::QmpStatusLoopHooks hooks;
+	    hooks.before_command = [&] { call_perl_hook(aTHX_ before_command, nullptr); };
+	    hooks.log = [&](const std::string &line) { call_perl_hook(aTHX_ log, &line); };
+	    hooks.interrupted = [&] { return PL_sig_pending != 0; };
+	    engine::backup::StatusLoopResult result =
+		engine::backup::run_status_loop_over_qmp({qmp_socket, vmid}, options, hooks);
+	    HV *stat = newHV();
+	    hv_stores(stat, "total", newSViv(result.total));
+	    hv_stores(stat, "reused", newSViv(result.reused));
+	    return newRV_noinc((SV *)stat);
+	});
     OUTPUT:
 	RETVAL
 
@@ -310,6 +495,33 @@ qga_cmd(agent_socket, vmid, execute, arguments = &PL_sv_undef, timeout = &PL_sv_
 							    sv_text(aTHX_ execute), qmp_arguments(aTHX_ arguments),
 							    qmp_timeout(aTHX_ timeout));
 	    return json_to_perl(aTHX_ reply);
+	});
+    OUTPUT:
+	RETVAL
+
+SV *
+upstream_backup(args, hooks)
+	HV *args
+	HV *hooks
+    CODE:
+	RETVAL = engine_call_interruptible(aTHX_ [&] {
+	    engine::upstream::BackupOptions options = upstream_backup_options(aTHX_ args);
+	    SV *log = hash_code(aTHX_ hooks, "log");
+	    SV *freeze = hash_code(aTHX_ hooks, "freeze");
+	    SV *thaw = hash_code(aTHX_ hooks, "thaw");
+	    SV *started = hash_code(aTHX_ hooks, "started");
+	    engine::upstream::BackupHooks backup_hooks;
+	    backup_hooks.log = [&](const std::string &line) { call_perl_hook(aTHX_ log, &line); };
+	    backup_hooks.freeze = [&] { return call_perl_predicate(aTHX_ freeze); };
+	    backup_hooks.thaw = [&] { call_perl_hook(aTHX_ thaw, nullptr); };
+	    backup_hooks.started = [&](const std::string &uuid) { call_perl_hook(aTHX_ started, &uuid); };
+	    backup_hooks.interrupted = [&] { return PL_sig_pending != 0; };
+	    engine::upstream::BackupResult result = engine::upstream::run_backup(options, backup_hooks);
+	    HV *stat = newHV();
+	    hv_stores(stat, "total", newSVuv(result.total));
+	    hv_stores(stat, "zero_bytes", newSVuv(result.zero_bytes));
+	    hv_stores(stat, "bytes_read", newSVuv(result.bytes_read));
+	    return newRV_noinc((SV *)stat);
 	});
     OUTPUT:
 	RETVAL
