@@ -123,7 +123,7 @@ my sub agent_lines {
 
 # fleecing requested but not supported by the running QEMU
 {
-    local $ENV{VZDUMP_TEST_SIM_ARGS} = '--no-fleecing';
+    local $ENV{VZDUMP_TEST_SIM_ARGS} = '--support backup-fleecing=false';
     my $run = backup_running(156, {}, fleecing => { enabled => 1, storage => 'local' });
     ok(
         (grep { $_ eq 'WARN: running QEMU version does not support backup fleecing - continuing without' }

@@ -104,7 +104,7 @@ my sub simulator_command {
     ];
     push @$cmd, '--qga', PVE::QemuServer::Helpers::qmp_socket($vmid, 1)
         if get_qga_key($conf, 'enabled');
-    push @$cmd, '--paused' if $paused;
+    push @$cmd, '--status', 'prelaunch' if $paused;
 
     PVE::QemuConfig->foreach_volume(
         $conf,
@@ -113,7 +113,8 @@ my sub simulator_command {
             return if PVE::QemuServer::Drive::drive_is_cdrom($drive);
             my ($storeid) = PVE::Storage::parse_volume_id($drive->{file}, 1);
             my $path = $storeid ? PVE::Storage::path($storecfg, $drive->{file}) : $drive->{file};
-            push @$cmd, '--drive', "drive-$key=$path";
+            my $format = $path =~ m/\.qcow2$/ ? 'qcow2' : 'raw';
+            push @$cmd, '--drive', "drive-$key=$path,format=$format";
         },
     );
     push @$cmd, split(/\s+/, $ENV{VZDUMP_TEST_SIM_ARGS}) if $ENV{VZDUMP_TEST_SIM_ARGS};

@@ -54,6 +54,41 @@ zero components (C<"1d 1h 1m 1s">). 0 or undef is C<"0s">, a negative duration
 the empty string. With C<$auto_limit> true, minutes are dropped once there are
 weeks and seconds once there are days.
 
+=head2 backup_status_loop($qmp_socket, $vmid, $job_uuid, $has_query_bitmap, $is_template, $before_command, $log)
+
+The original plugin's status loop: C<query-backup> on C<$qmp_socket> once a
+second (a new connection per poll, none held during the sleep), until the job
+with C<$job_uuid> is no longer active. Each progress line and the summary
+(C<backup is sparse: ...>, C<backup was done incrementally, ...>,
+C<transferred ... in ... seconds (...)>) go to C<< $log->($line) >> as they
+happen, byte for byte as the original logs them. With C<$has_query_bitmap>
+(PBS), the dirty-bitmap lines come first (not for a template, C<$is_template>).
+C<< $before_command->() >> runs before every QMP command and may die to refuse
+it (the plugin's C<VM <vmid> not running> check).
+
+Returns C<< { total => $last_total, reused => $reused } >>. Dies with
+C<< "<errmsg>\n" >> when the job failed, C<got unexpected uuid>,
+C<got unexpected status '<s>'>, or the QMP error text
+(C<VM <vmid> qmp command 'query-backup' failed - ...>). A signal arriving
+while it waits (the plugin's INT/TERM/QUIT/HUP/PIPE handlers) ends the wait
+within 100 ms: the Perl handler runs and its die (C<interrupted by signal>)
+leaves the call.
+
+=head2 start_compressor($command, $output_fd)
+
+Starts the compressor as the original's C<$fork_compressor_pipe> does: stdin
+a new pipe, stdout C<$output_fd>, the command run like Perl's C<exec> of one
+string. No other descriptor reaches the child; both pipe ends are
+close-on-exec in the caller. Returns C<($pid, $pipe_write_fd)>: the caller
+passes the write end to QEMU, closes it with C<POSIX::close> and reaps the
+pid. Dies C<unable to fork worker - <error>>.
+
+=head2 bitmap_status_text(\%info)
+
+The C<dirty-bitmap status> text of one C<query-pbs-bitmap-info> entry
+(C<drive>, C<action>, C<size>, C<dirty>), e.g. C<created new> or
+C<OK (1.0 GiB of 32.0 GiB dirty)>.
+
 
 =head2 QMP and guest agent
 
