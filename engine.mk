@@ -11,6 +11,7 @@ ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 ENGINE_SRC := $(sort $(shell find src -name '*.cpp' -not -path 'src/cli/*'))
 CLI_SRC := $(sort $(wildcard src/cli/*.cpp))
 ENGINE_TEST_SRC := $(sort $(wildcard t/engine/*.cpp))
+SIM_SRC := $(sort $(wildcard t/sim/*.cpp))
 
 define engine_build
 $(1)/%.o: %.cpp
@@ -27,17 +28,24 @@ $(1)/vma: $$(CLI_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
 $(1)/engine-tests: $$(ENGINE_TEST_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
 	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
 
+# the pve-qemu QMP simulator the tests run (t/sim)
+$(1)/pve-qemu-sim: $$(SIM_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
+	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
+
 -include $$(shell find $(1) -name '*.d' 2>/dev/null)
 endef
 
 $(eval $(call engine_build,build,))
 $(eval $(call engine_build,build-asan,$(ASAN_FLAGS)))
 
-# the tests run the vma binary from the build tree
-engine-test: build/engine-tests build/vma
+# the tests (Perl and Catch2) run the vma binary and the simulator from the
+# build tree
+pure_all :: build/pve-qemu-sim
+
+engine-test: build/engine-tests build/vma build/pve-qemu-sim
 	build/engine-tests
 
-asan-test: build-asan/engine-tests build-asan/vma
+asan-test: build-asan/engine-tests build-asan/vma build-asan/pve-qemu-sim
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		build-asan/engine-tests
 
