@@ -31,6 +31,8 @@ remove_tree("$output/node", "$output/images/$vmid");
 
 my $node = VZDumpScenario->new(dir => "$output/node", storage_dir => $output, dump_dir => $output);
 $node->create_sample_vm($vmid, name => 'demo-vm', agent => 1);
+# slow the simulated copy down a little, so that progress lines show
+$ENV{VZDUMP_TEST_SIM_ARGS} //= '--backup-delay 1500';
 $node->start_vm($vmid);
 
 my $run = eval { $node->run_backup($vmid, mode => $mode, compress => 'zstd', zstd => 1) };

@@ -71,7 +71,7 @@ my sub check_archive {
     ok((grep { m/^INFO: backup is sparse: \d+\.\d\d MiB \(\d+%\) total zero data$/ } @$messages), 'sparse summary');
     ok((grep { m/^INFO: transferred 11\.01 MiB in (?:\d+ seconds \(\S+ \S+\)|<1 seconds)$/ } @$messages),
         'transferred summary');
-    like($messages->[-1], qr/^INFO: Finished Backup of VM $vmid \(\d\d:\d\d:\d\d\)$/, 'finished');
+    like($messages->[-2], qr/^INFO: Finished Backup of VM $vmid \(\d\d:\d\d:\d\d\)$/, 'finished');
 
     my $commands = VZDumpScenario::commands($run);
     is_deeply(

@@ -71,14 +71,14 @@ sub run_command {
     close($err_write);
 
     my $select = IO::Select->new($out_read, $err_read);
-    my $buffers = { fileno($out_read) => '', fileno($err_read) => '' };
+    my $buffers = { "$out_read" => '', "$err_read" => '' };
     # without a function, lines go where the child would have written them
     my $emit = sub {
         my ($fh, $final) = @_;
-        my $is_stdout = fileno($fh) == fileno($out_read);
+        my $is_stdout = $fh == $out_read;
         my $func = $is_stdout ? $outfunc : $errfunc;
         $func //= sub { print { $is_stdout ? \*STDOUT : \*STDERR } "$_[0]\n" };
-        my $buffer = \$buffers->{ fileno($fh) };
+        my $buffer = \$buffers->{"$fh"};
         while ($$buffer =~ s/^(.*?)(?:\r\n|\n|\r)//) {
             $func->($1);
         }
@@ -100,7 +100,7 @@ sub run_command {
                 close($fh);
                 next;
             }
-            $buffers->{ fileno($fh) } .= $chunk;
+            $buffers->{"$fh"} .= $chunk;
             $emit->($fh, 0);
         }
     }
