@@ -516,7 +516,18 @@ upstream_backup(args, hooks)
 	    backup_hooks.thaw = [&] { call_perl_hook(aTHX_ thaw, nullptr); };
 	    backup_hooks.started = [&](const std::string &uuid) { call_perl_hook(aTHX_ started, &uuid); };
 	    backup_hooks.interrupted = [&] { return PL_sig_pending != 0; };
-	    engine::upstream::BackupResult result = engine::upstream::run_backup(options, backup_hooks);
+	    engine::upstream::BackupResult result;
+	    try {
+		result = engine::upstream::run_backup(options, backup_hooks);
+	    } catch (const engine::backup::Interrupted &) {
+		throw;
+	    } catch (const std::exception &e) {
+		// a user-facing die: with the newline Perl adds no "at ... line"
+		std::string text = e.what();
+		if (text.empty() || text.back() != '\n')
+		    throw std::runtime_error(text + "\n");
+		throw;
+	    }
 	    HV *stat = newHV();
 	    hv_stores(stat, "total", newSVuv(result.total));
 	    hv_stores(stat, "zero_bytes", newSVuv(result.zero_bytes));

@@ -1,5 +1,7 @@
 #include "upstream/snapshot.h"
 
+#include "qmp/client.h"
+#include "qmp/error.h"
 #include "util/error.h"
 
 #include <unistd.h>
@@ -119,32 +121,48 @@ void Snapshot::set_device_node(const Disk &disk, const std::string &node)
     qmp("qom-set", object({{"path", str(disk.qom_path)}, {"property", str("drive")}, {"value", str(node)}}));
 }
 
+// One monitor session for the whole switch: QEMU serves one client per
+// socket at a time, so no other command on it (e.g. an HMP write) can land
+// between two devices' switches, and stop keeps the guest's I/O out.
 void Snapshot::take()
 {
-    bool running = qmp("query-status", Json::object()).member("running").as_boolean();
-    if (running)
-        qmp("stop", Json::object());
-    std::exception_ptr failure;
+    std::string execute;
     try {
-        for (Disk &disk : disks_) {
-            if (!disk.filter_added)
-                continue;
-            set_device_node(disk, "cbw-" + disk.id);
-            disk.switched = true;
-        }
-    } catch (...) {
-        failure = std::current_exception();
-    }
-    if (running) {
+        qmp::Client client(options_.peer.socket_path, options_.peer.vmid, {.timeout = std::chrono::seconds(60)});
+        auto run = [&](const std::string &command, const Json &arguments) {
+            execute = command;
+            return client.execute(command, arguments);
+        };
+        bool running = run("query-status", Json::object()).member("running").as_boolean();
+        if (running)
+            run("stop", Json::object());
+        std::exception_ptr failure;
         try {
-            qmp("cont", Json::object());
-        } catch (...) {
-            if (!failure)
-                failure = std::current_exception();
+            for (Disk &disk : disks_) {
+                if (!disk.filter_added)
+                    continue;
+                run("qom-set", object({{"path", str(disk.qom_path)},
+                                       {"property", str("drive")},
+                                       {"value", str("cbw-" + disk.id)}}));
+                disk.switched = true;
+            }
+        } catch (const qmp::Error &) {
+            failure = std::current_exception();
         }
+        // a failed command leaves the client unusable: resume on a new one
+        if (running) {
+            if (failure)
+                qmp("cont", Json::object());
+            else
+                run("cont", Json::object());
+        }
+        if (failure)
+            std::rethrow_exception(failure);
+    } catch (const qmp::CommandFailed &) {
+        throw;
+    } catch (const qmp::Error &e) {
+        throw qmp::CommandFailed(options_.peer.vmid, execute, e);
     }
-    if (failure)
-        std::rethrow_exception(failure);
 }
 
 void Snapshot::export_over_nbd()

@@ -132,7 +132,11 @@ sub prepare {
 
     my $running = PVE::QemuServer::Helpers::vm_running_locally($vmid);
 
-    if ($running && (my $status = mon_cmd($vmid, 'query-backup'))) {
+    # --- stock QEMU (engine's snapshot path): it has no backup job to find ---
+    my $status = $running ? eval { mon_cmd($vmid, 'query-backup') } : undef;
+    die $@ if $@ && $@ !~ m/The command query-backup has not been found/;
+    # --- end stock QEMU ---
+    if ($status) {
         if ($status->{status} && $status->{status} eq 'active') {
             $self->log('warn', "left-over backup job still running inside QEMU - canceling now");
             mon_cmd($vmid, 'backup-cancel');
@@ -810,6 +814,63 @@ package PVE::VZDump::QemuServer::CompressorReaper {
     }
 }
 
+# --- stock QEMU (engine's snapshot path) ---
+# Without pve-qemu's 'backup' command the engine snapshots the disks itself
+# (copy-before-write + snapshot-access, exported over NBD) and writes the VMA.
+# Fleecing images come from the fleecing storage when the option names one,
+# else the engine keeps temp images in the task's tmpdir.
+my $prepare_upstream_fleecing = sub {
+    my ($self, $vmid, $fleecing_opts, $disks, $is_template) = @_;
+
+    return 0 if !$fleecing_opts || !$fleecing_opts->{enabled} || !$fleecing_opts->{storage};
+    return 0 if $is_template;
+
+    $self->query_block_node_sizes($vmid, $disks);
+    my (undef, $valid_formats) =
+        PVE::Storage::storage_default_format($self->{storecfg}, $fleecing_opts->{storage});
+    my $format = scalar(grep { $_ eq 'qcow2' } $valid_formats->@*) ? 'qcow2' : 'raw';
+    allocate_fleecing_images($self, $disks, $vmid, $fleecing_opts->{storage}, $format, 0);
+    $_->{'fleece-format'} = $format for grep { $_->{'fleece-volid'} } $disks->@*;
+
+    return 1;
+};
+
+my $archive_vma_upstream = sub {
+    my ($self, $task, $vmid, $outfileno, $speed, $conffile, $firewall) = @_;
+
+    my $disks = [];
+    for my $di ($task->{disks}->@*) {
+        my $disk = { device => $di->{qmdevice} };
+        if (my $volid = $di->{'fleece-volid'}) {
+            $disk->{fleecing_path} = PVE::Storage::path($self->{storecfg}, $volid);
+            $disk->{fleecing_format} = $di->{'fleece-format'};
+        }
+        push $disks->@*, $disk;
+    }
+
+    PVE::VZDump::QemuServer::Engine::upstream_backup(
+        {
+            qmp_socket => qmp_socket_checked($vmid),
+            vmid => $vmid,
+            work_dir => $task->{tmpdir},
+            output_fd => $outfileno,
+            bytes_per_second => $speed,
+            disks => $disks,
+            config_files => [$conffile, -e $firewall ? $firewall : ()],
+        },
+        {
+            log => sub { $self->loginfo($_[0]) },
+            freeze => sub { $self->qga_fs_freeze($task, $vmid) },
+            thaw => sub { $self->qga_fs_thaw($vmid) },
+            started => sub {
+                $self->loginfo("started backup task '$_[0]'");
+                $self->resume_vm_after_job_start($task, $vmid);
+            },
+        },
+    );
+};
+# --- end stock QEMU ---
+
 sub archive_vma {
     my ($self, $task, $vmid, $filename, $comp) = @_;
 
@@ -861,6 +922,7 @@ sub archive_vma {
     my $cpid;
     my $compressor_reaper = PVE::VZDump::QemuServer::CompressorReaper->new(\$cpid);
     my $backup_job_uuid;
+    my $upstream; # stock QEMU: the engine's snapshot path
 
     eval {
         $SIG{INT} = $SIG{TERM} = $SIG{QUIT} = $SIG{HUP} = $SIG{PIPE} = sub {
@@ -873,13 +935,26 @@ sub archive_vma {
         # Currently, failing to determine Proxmox support is not critical here, because it's only
         # used for performance settings like 'max-workers'.
         my $qemu_support = eval { mon_cmd($vmid, "query-proxmox-support") };
-        log_warn($@) if $@;
+        # --- stock QEMU ---
+        if ($@ && $@ =~ m/The command query-proxmox-support has not been found/) {
+            $upstream = 1;
+            $self->loginfo("QEMU without Proxmox backup support - using the engine's point-in-time"
+                . " snapshot over NBD");
+        } else {
+            log_warn($@) if $@;
+        }
+        # --- end stock QEMU ---
 
         $attach_tpmstate_drive->($self, $task, $vmid);
 
-        $task->{'use-fleecing'} = check_and_prepare_fleecing(
-            $self, $vmid, $opts->{fleecing}, $task->{disks}, $is_template, $qemu_support, 0,
-        );
+        $task->{'use-fleecing'} =
+            $upstream
+            ? $prepare_upstream_fleecing->(
+                $self, $vmid, $opts->{fleecing}, $task->{disks}, $is_template,
+            )
+            : check_and_prepare_fleecing(
+                $self, $vmid, $opts->{fleecing}, $task->{disks}, $is_template, $qemu_support, 0,
+            );
 
         my $outfh;
         if ($opts->{stdout}) {
@@ -893,6 +968,20 @@ sub archive_vma {
         if ($comp) {
             ($cpid, $outfileno) = $fork_compressor_pipe->($self, $comp, $outfileno);
         }
+
+        # --- stock QEMU: the engine replaces getfd/backup and the status loop ---
+        if ($upstream) {
+            eval {
+                $archive_vma_upstream->(
+                    $self, $task, $vmid, $outfileno, $speed, $conffile, $firewall,
+                );
+            };
+            my $upstream_err = $@;
+            POSIX::close($outfileno) if $cpid; # the compressor's input ends here
+            die $upstream_err if $upstream_err;
+            return; # leaves this eval: the compressor is reaped below
+        }
+        # --- end stock QEMU ---
 
         # getfd and the backup that takes the fd over travel on one connection, as
         # PVE::QMPClient's queue does
@@ -942,7 +1031,7 @@ sub archive_vma {
     my $err = $@;
     if ($err) {
         $self->logerr($err);
-        $self->mon_backup_cancel($vmid);
+        $self->mon_backup_cancel($vmid) if !$upstream; # the engine has cleaned up
         $self->resume_vm_after_job_start($task, $vmid);
     }
 
