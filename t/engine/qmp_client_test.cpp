@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 using engine::Json;
@@ -451,4 +452,45 @@ TEST_CASE("qga command: a wrong sync id and a close before the sync", "[qmp]")
     CHECK(failure_text([&] { agent_command({socket, "100"}, "guest-ping", Json::object()); }) ==
 	  "VM 100 qmp command 'guest-ping' failed - client closed connection\n");
     CHECK(peer.finish() == "");
+}
+
+TEST_CASE("qga client: commands after the agent closed fail as PVE's queue does", "[qmp]")
+{
+    TempDir dir;
+    std::string socket = dir.file("100.qga");
+    FakePeer peer(socket, [](Connection &c) {
+	long long id = sync_id_of(c.read_until("\n"));
+	c.read_until("\n");
+	c.write("\xff{\"return\": " + std::to_string(id) + "}\n");
+    });
+    AgentClient client(socket, "100", 5s);
+    CHECK_FALSE(client.execute("guest-suspend-ram").has_value());
+    CHECK(failure_text([&] { client.execute("guest-ping"); }) == "Got EOF but command queue is not empty.\n");
+    CHECK(peer.finish() == "");
+}
+
+TEST_CASE("qmp connect: a full accept queue is retried until the timeout", "[qmp]")
+{
+    TempDir dir;
+    std::string socket = dir.file("busy.qmp");
+    engine::Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strcpy(address.sun_path, socket.c_str());
+    REQUIRE(::bind(listener.get(), reinterpret_cast<sockaddr *>(&address), sizeof(address)) == 0);
+    REQUIRE(::listen(listener.get(), 0) == 0);
+    // fill the queue of a monitor that accepts nobody (QEMU busy with a client)
+    std::vector<engine::Fd> waiting;
+    for (int i = 0; i < 8; i++) {
+	engine::Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+	if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&address), sizeof(address)) != 0) {
+	    REQUIRE(errno == EAGAIN);
+	    break;
+	}
+	waiting.push_back(std::move(fd));
+    }
+    std::string text = failure_text([&] { command({socket, "100"}, "query-status", Json::object(), 1s); });
+    CHECK(text.starts_with("VM 100 qmp command 'query-status' failed - unable to connect to VM 100 qmp socket - "
+			   "timeout after "));
+    CHECK(text.ends_with(" retries\n"));
 }
