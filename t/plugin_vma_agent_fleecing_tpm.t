@@ -52,8 +52,11 @@ my sub agent_lines {
     my @around = grep { m/^(?:guest-|getfd|backup$|cont)/ } $run->{commands}->@*;
     is_deeply(
         \@around,
-        ['guest-ping', 'guest-fsfreeze-freeze', 'getfd', 'backup', 'guest-fsfreeze-thaw', 'cont'],
-        'agent: ping, freeze, job start, thaw, resume',
+        [
+            'guest-sync-delimited', 'guest-ping', 'guest-sync-delimited', 'guest-fsfreeze-freeze',
+            'getfd', 'backup', 'guest-sync-delimited', 'guest-fsfreeze-thaw', 'cont',
+        ],
+        'agent: ping, freeze, job start, thaw, resume (each agent command after a sync)',
     );
 }
 

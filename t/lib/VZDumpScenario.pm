@@ -234,13 +234,14 @@ sub run_backup {
     return $result;
 }
 
-# The simulator's command log from $offset on: one JSON object per line.
+# The simulator's command log from $offset on: one JSON object per line,
+# with the line itself as 'raw' (to check JSON types).
 sub read_qmp_log {
     my ($path, $offset) = @_;
 
     my $fh = IO::File->new($path, 'r') or return [];
     seek($fh, $offset, 0);
-    my @entries = map { decode_json($_) } grep { length } map { chomp; $_ } <$fh>;
+    my @entries = map { { decode_json($_)->%*, raw => $_ } } grep { length } map { chomp; $_ } <$fh>;
     close($fh);
     return \@entries;
 }
@@ -261,13 +262,15 @@ sub hmp_commands {
     ];
 }
 
-# The arguments of the first received command named $execute.
+# The arguments of the first received command named $execute (in list
+# context also its raw log line).
 sub arguments_of {
     my ($run, $execute) = @_;
     for my $entry ($run->{qmp}->@*) {
-        return $entry->{arguments} // {} if ($entry->{execute} // $entry->{command} // '') eq $execute;
+        next if ($entry->{execute} // $entry->{command} // '') ne $execute;
+        return wantarray ? ($entry->{arguments} // {}, $entry->{raw}) : $entry->{arguments} // {};
     }
-    return undef;
+    return;
 }
 
 # Fails the test unless the backup left no child process and no new fd.
