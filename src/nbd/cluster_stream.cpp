@@ -11,6 +11,8 @@ namespace {
 
 // how far ahead one block status request looks
 constexpr std::uint64_t kStatusLookahead = 1ull << 30;
+// requests of this size keep several of the server's workers busy
+constexpr std::size_t kRequestSize = 1u << 20;
 
 } // namespace
 
@@ -28,25 +30,26 @@ ClusterStream::ClusterStream(Connection &connection, ClusterStreamOptions option
     if (options_.cluster_size == 0 || options_.batch_clusters == 0 || options_.window == 0)
         throw Error("NBD cluster stream: cluster size, batch and window must be positive");
     clusters_ = (connection_.size() + options_.cluster_size - 1) / options_.cluster_size;
-    for (unsigned i = 0; i < options_.window; i++) {
+    // one slot more than the window: the consumer holds one while the
+    // reader keeps `window` batches in flight
+    for (unsigned i = 0; i <= options_.window; i++) {
         auto slot = std::make_unique<Slot>();
         slot->data.reset(new std::uint8_t[options_.batch_clusters * options_.cluster_size]);
         slot->zero.reset(new bool[options_.batch_clusters]);
+        free_.push_back(slot.get());
         slots_.push_back(std::move(slot));
     }
+    reader_ = std::thread([this] { read_ahead(); });
 }
 
-// Reads still in flight write into the slots' buffers: wait for them before
-// the buffers go (a failed read is of no interest any more).
 ClusterStream::~ClusterStream()
 {
-    for (auto &slot : slots_)
-        for (std::uint64_t cookie : slot->cookies) {
-            try {
-                connection_.finish_read(cookie);
-            } catch (const Error &) {
-            }
-        }
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    changed_.notify_all();
+    reader_.join();
 }
 
 bool ClusterStream::cluster_is_zero(std::uint64_t cluster)
@@ -75,13 +78,14 @@ void ClusterStream::start_batch(Slot &slot, std::uint64_t first)
 {
     const std::size_t cs = options_.cluster_size;
     const std::uint64_t size = connection_.size();
+    const std::size_t request = std::min(kRequestSize, connection_.max_request());
     slot.first = first;
     slot.count = static_cast<std::size_t>(std::min<std::uint64_t>(options_.batch_clusters, clusters_ - first));
     slot.cookies.clear();
     for (std::size_t i = 0; i < slot.count; i++)
         slot.zero[i] = cluster_is_zero(first + i);
 
-    // one request per run of data clusters, split at the server's maximum
+    // requests over each run of data clusters
     for (std::size_t i = 0; i < slot.count;) {
         if (slot.zero[i]) {
             i++;
@@ -97,7 +101,7 @@ void ClusterStream::start_batch(Slot &slot, std::uint64_t first)
         if (to < (first + run_end) * cs)
             std::memset(out + (to - from), 0, static_cast<std::size_t>((first + run_end) * cs - to));
         for (std::uint64_t pos = from; pos < to;) {
-            std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(to - pos, connection_.max_request()));
+            std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(to - pos, request));
             slot.cookies.push_back(connection_.start_read(out + (pos - from), chunk, pos));
             bytes_read_ += chunk;
             pos += chunk;
@@ -106,26 +110,85 @@ void ClusterStream::start_batch(Slot &slot, std::uint64_t first)
     }
 }
 
+void ClusterStream::finish_batch(Slot &slot)
+{
+    while (!slot.cookies.empty()) {
+        std::uint64_t cookie = slot.cookies.back();
+        slot.cookies.pop_back();
+        connection_.finish_read(cookie);
+    }
+}
+
+void ClusterStream::read_ahead()
+{
+    std::deque<Slot *> in_flight;
+    std::uint64_t next_first = 0;
+    try {
+        for (;;) {
+            // take free slots: wait for one only when nothing is in flight
+            for (;;) {
+                Slot *slot = nullptr;
+                {
+                    std::unique_lock lock(mutex_);
+                    if (in_flight.empty())
+                        changed_.wait(lock, [&] { return stopping_ || !free_.empty(); });
+                    if (stopping_)
+                        throw Error("NBD cluster stream stopped");
+                    if (next_first >= clusters_ || free_.empty())
+                        break;
+                    slot = free_.front();
+                    free_.pop_front();
+                }
+                start_batch(*slot, next_first);
+                next_first += slot->count;
+                in_flight.push_back(slot);
+            }
+            if (in_flight.empty())
+                break;
+            Slot *done = in_flight.front();
+            in_flight.pop_front();
+            finish_batch(*done);
+            {
+                std::lock_guard lock(mutex_);
+                filled_.push_back(done);
+            }
+            changed_.notify_all();
+        }
+        std::lock_guard lock(mutex_);
+        finished_ = true;
+    } catch (...) {
+        // reads still in flight write into the slots: let them land first
+        for (Slot *slot : in_flight) {
+            try {
+                finish_batch(*slot);
+            } catch (const Error &) {
+            }
+        }
+        std::lock_guard lock(mutex_);
+        if (!stopping_)
+            error_ = std::current_exception();
+        finished_ = true;
+    }
+    changed_.notify_all();
+}
+
 std::optional<ClusterStream::Batch> ClusterStream::next()
 {
-    // the slot handed out last time is free again: refill the window
-    while (in_flight_ < slots_.size() && next_to_start_ < clusters_) {
-        Slot &slot = *slots_[(oldest_ + in_flight_) % slots_.size()];
-        start_batch(slot, next_to_start_);
-        next_to_start_ += slot.count;
-        in_flight_++;
+    std::unique_lock lock(mutex_);
+    if (handed_out_) {
+        free_.push_back(handed_out_);
+        handed_out_ = nullptr;
+        changed_.notify_all();
     }
-    if (in_flight_ == 0)
+    changed_.wait(lock, [&] { return !filled_.empty() || finished_; });
+    if (filled_.empty()) {
+        if (error_)
+            std::rethrow_exception(error_);
         return std::nullopt;
-
-    Slot &slot = *slots_[oldest_];
-    while (!slot.cookies.empty()) {
-        connection_.finish_read(slot.cookies.front());
-        slot.cookies.erase(slot.cookies.begin());
     }
-    oldest_ = (oldest_ + 1) % slots_.size();
-    in_flight_--;
-    return Batch{slot.first, slot.count, slot.data.get(), slot.zero.get()};
+    handed_out_ = filled_.front();
+    filled_.pop_front();
+    return Batch{handed_out_->first, handed_out_->count, handed_out_->data.get(), handed_out_->zero.get()};
 }
 
 } // namespace engine::nbd

@@ -1,22 +1,31 @@
 // Reads a whole NBD export in order, in fixed-size clusters, for a consumer
 // that stores clusters (the VMA writer): clusters the server's allocation map
-// reports as reading zeros are flagged and never read, the rest is read with
-// several requests in flight so the server works while the consumer writes.
+// reports as reading zeros are flagged and never read, the rest is read ahead
+// by a thread of the stream's own, with several requests in flight, so the
+// server and the reads keep going while the consumer writes.
 //
 // Memory is bounded by window * batch_clusters * cluster_size bytes, whatever
 // the export's size.
 //
-// Contract: the Connection must outlive the stream and is driven only by it
-// while the stream is in use. Errors of the connection propagate (see
-// connection.h); a stream is unusable after a throw.
+// Contract: the Connection must outlive the stream and is driven only by the
+// stream's reader thread while the stream exists. Errors of the connection
+// are thrown by next() (see connection.h); a stream is unusable after a
+// throw. next() and the destructor are called from one consumer thread; the
+// destructor stops the reader and waits for reads in flight.
 #pragma once
 
 #include "nbd/connection.h"
 
+#include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <vector>
 
 namespace engine::nbd {
@@ -49,12 +58,14 @@ public:
 
     std::uint64_t cluster_count() const { return clusters_; }
     // Bytes requested from the server so far (zero clusters cost nothing).
-    std::uint64_t bytes_read() const { return bytes_read_; }
+    std::uint64_t bytes_read() const { return bytes_read_.load(); }
 
 private:
     struct Slot;
 
+    void read_ahead();
     void start_batch(Slot &slot, std::uint64_t first);
+    void finish_batch(Slot &slot);
     // Whether cluster lies wholly in runs the server reports as zero.
     bool cluster_is_zero(std::uint64_t cluster);
 
@@ -62,13 +73,21 @@ private:
     ClusterStreamOptions options_;
     std::uint64_t clusters_;
     std::vector<std::unique_ptr<Slot>> slots_;
-    std::uint64_t next_to_start_ = 0;  // first cluster of the next batch to request
-    std::size_t oldest_ = 0;           // slot handed out next
-    std::size_t in_flight_ = 0;        // batches requested, not yet handed out
-    std::uint64_t bytes_read_ = 0;
+    std::atomic<std::uint64_t> bytes_read_{0};
     // the allocation map ahead of the reader, as the server described it
+    // (reader thread only)
     std::vector<Extent> extents_;
     std::size_t extent_index_ = 0;
+
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    std::deque<Slot *> free_;   // slots the reader may fill
+    std::deque<Slot *> filled_; // read batches, in order
+    Slot *handed_out_ = nullptr;
+    bool stopping_ = false;
+    bool finished_ = false;
+    std::exception_ptr error_;
+    std::thread reader_;
 };
 
 } // namespace engine::nbd

@@ -14,10 +14,16 @@ use JSON;
 use POSIX ();
 use Time::HiRes qw(usleep);
 
-use PVE::Tools;
 use PVE::VZDump::QemuServer::Engine;
 
 our $qemu_binary = 'qemu-system-x86_64';
+
+sub slurp {
+    my ($path) = @_;
+    my $fh = IO::File->new($path, 'r') or return undef;
+    local $/;
+    return scalar(<$fh>);
+}
 
 # Why QEMU cannot run here, or undef when it can.
 sub unavailable {
@@ -87,7 +93,7 @@ sub start {
     my $self = bless { %param, accel => $accel }, $class;
     for (1 .. 200) {
         if (-S $param{qmp} && eval { $self->qmp('query-status'); 1 }) {
-            $self->{pid} = PVE::Tools::file_get_contents($param{pidfile}) =~ s/\s+$//r;
+            $self->{pid} = slurp($param{pidfile}) =~ s/\s+$//r;
             return $self;
         }
         usleep(50_000);
@@ -158,7 +164,7 @@ sub stop {
 sub running {
     my ($self) = @_;
     my $pid = $self->{pid} or return 0;
-    my $stat = PVE::Tools::file_get_contents("/proc/$pid/stat") // '' if -e "/proc/$pid/stat";
+    my $stat = slurp("/proc/$pid/stat");
     return defined($stat) && $stat !~ m/^\d+ \(.*\) Z /;
 }
 
