@@ -795,19 +795,32 @@ my $fork_compressor_pipe = sub {
     return PVE::VZDump::QemuServer::Engine::start_compressor($comp, $outfileno);
 };
 
-# Kills and reaps the compressor when archive_vma is left before it did so
-# itself, e.g. by a die of its own error path (resuming a VM whose QEMU is
-# gone): the original would leave that child behind.
-package PVE::VZDump::QemuServer::CompressorReaper {
+# Cleans up the compressor when archive_vma is left before it did so itself:
+# closes the pipe's write end if still open (the original leaks it when the
+# job does not start) and kills and reaps the child (the original leaves it
+# behind when its own error path dies, e.g. resuming a VM whose QEMU is gone).
+package PVE::VZDump::QemuServer::CompressorGuard {
     sub new {
         my ($class, $cpid_ref) = @_;
         return bless { cpid => $cpid_ref }, $class;
     }
 
+    # the pipe is recognized by its inode, so a closed and reused fd number
+    # is left alone
+    sub watch_pipe {
+        my ($self, $fd) = @_;
+        $self->{pipe} = [$fd, (POSIX::fstat($fd))[1]];
+    }
+
     sub DESTROY {
         my ($self) = @_;
-        my $cpid = ${ $self->{cpid} } or return;
         local ($?, $!);
+        if (my $pipe = $self->{pipe}) {
+            my ($fd, $inode) = @$pipe;
+            my @stat = POSIX::fstat($fd);
+            POSIX::close($fd) if @stat && $stat[1] == $inode;
+        }
+        my $cpid = ${ $self->{cpid} } or return;
         return if waitpid($cpid, POSIX::WNOHANG()) != 0; # reaped now or before
         kill(9, $cpid);
         waitpid($cpid, 0);
@@ -920,7 +933,7 @@ sub archive_vma {
     my $devlist = _get_task_devlist($task);
 
     my $cpid;
-    my $compressor_reaper = PVE::VZDump::QemuServer::CompressorReaper->new(\$cpid);
+    my $compressor_guard = PVE::VZDump::QemuServer::CompressorGuard->new(\$cpid);
     my $backup_job_uuid;
     my $upstream; # stock QEMU: the engine's snapshot path
 
@@ -967,6 +980,7 @@ sub archive_vma {
 
         if ($comp) {
             ($cpid, $outfileno) = $fork_compressor_pipe->($self, $comp, $outfileno);
+            $compressor_guard->watch_pipe($outfileno);
         }
 
         # --- stock QEMU: the engine replaces getfd/backup and the status loop ---

@@ -11,6 +11,7 @@ use File::Path ();
 use IO::Socket;
 use JSON;
 use POSIX ();
+use Text::ParseWords ();
 use Time::HiRes qw(usleep);
 
 use PVE::QemuConfig;
@@ -117,7 +118,8 @@ my sub simulator_command {
             push @$cmd, '--drive', "drive-$key=$path,format=$format";
         },
     );
-    push @$cmd, split(/\s+/, $ENV{VZDUMP_TEST_SIM_ARGS}) if $ENV{VZDUMP_TEST_SIM_ARGS};
+    # extra simulator options of a test (faults, support flags), shell-quoted
+    push @$cmd, Text::ParseWords::shellwords($ENV{VZDUMP_TEST_SIM_ARGS}) if $ENV{VZDUMP_TEST_SIM_ARGS};
     return $cmd;
 }
 
