@@ -15,7 +15,7 @@ use Time::HiRes qw(usleep);
 
 use PVE::VZDump::QemuServer::Engine;
 
-my $sim = 'build/pve-qemu-sim';
+my $sim = $ENV{PVE_QEMU_SIM} // 'build/pve-qemu-sim';
 plan(skip_all => "$sim not built") if !-x $sim;
 
 my $dir = tempdir(CLEANUP => 1);

@@ -28,8 +28,14 @@ using qmp_test::TempDir;
 
 namespace {
 
-const char *kSimulator = "build/pve-qemu-sim";
-const char *kVma = "build/vma";
+// PVE_QEMU_SIM / VMA select other builds (e.g. the ASan ones).
+const char *from_env(const char *name, const char *fallback)
+{
+    const char *value = std::getenv(name);
+    return value && *value ? value : fallback;
+}
+const std::string kSimulator = from_env("PVE_QEMU_SIM", "build/pve-qemu-sim");
+const std::string kVma = from_env("VMA", "build/vma");
 
 // Random data with runs of zeros, so the archive has both kinds of blocks.
 void write_image(const std::string &path, size_t size, unsigned seed)
@@ -163,9 +169,9 @@ TEST_CASE("simulator: a vma backup over a passed pipe, verified and extracted", 
     CHECK(status.member("finishing").as_boolean() == false);
     CHECK(status.has("end-time"));
 
-    REQUIRE(std::system((std::string(kVma) + " verify " + archive + " >/dev/null").c_str()) == 0);
+    REQUIRE(std::system((kVma + " verify " + archive + " >/dev/null").c_str()) == 0);
     std::string extracted = sim.dir.file("extracted");
-    REQUIRE(std::system((std::string(kVma) + " extract " + archive + " " + extracted + " >/dev/null").c_str()) ==
+    REQUIRE(std::system((kVma + " extract " + archive + " " + extracted + " >/dev/null").c_str()) ==
 	    0);
     CHECK(slurp(extracted + "/disk-drive-scsi0.raw") == slurp(sim.disk0));
     CHECK(slurp(extracted + "/disk-drive-scsi1.raw") == slurp(sim.disk1));
