@@ -17,11 +17,12 @@ use VZDumpScenario;
 
 our $mib = 1024 * 1024;
 
-# %param: vmid, disks => [{ key, size, format, layout }], paused, dir
+# %param: vmid, disks => [{ key, size, format, layout }], paused, and the
+# node's dir, storage_dir and dump_dir (see VZDumpScenario::new)
 sub new {
     my ($class, %param) = @_;
 
-    my $node = VZDumpScenario->new($param{dir} ? (dir => $param{dir}) : ());
+    my $node = VZDumpScenario->new(map { $param{$_} ? ($_ => $param{$_}) : () } qw(dir storage_dir dump_dir));
     my $vmid = $param{vmid} // 100;
     my $disks = $param{disks} // [
         { key => 'scsi0', size => 64 * $mib, layout => [[0, 6 * $mib], [40 * $mib, 2 * $mib]] },

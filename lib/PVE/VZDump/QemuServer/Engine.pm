@@ -183,4 +183,40 @@ C<qmp command> and C<qga socket>:
 C<VM 100 qmp command 'guest-ping' failed - unable to connect to VM 100 qga
 socket - No such file or directory>.
 
+=head2 Backup on stock QEMU
+
+=head3 upstream_backup(\%args, \%hooks)
+
+A VMA backup of a VM whose QEMU has no Proxmox patches (no C<backup>
+command). The engine reads C<query-block>, adds per drive a fleecing node
+(C<fleece-E<lt>idE<gt>>: C<fleecing_path>/C<fleecing_format> when given, else a
+sparse raw temp image in C<work_dir>) and a C<copy-before-write> filter
+(C<cbw-E<lt>idE<gt>>, C<on-cbw-error=break-snapshot>: a full fleecing image
+breaks the backup, never the guest's writes); calls C<< $hooks->{freeze}->() >>;
+switches every guest device onto its filter in one monitor session (C<stop>,
+C<qom-set>, C<cont> when the VM ran: one instant for all disks); calls
+C<< $hooks->{thaw}->() >> if freeze returned true (also when the switch
+failed); adds C<snapshot-access> nodes, starts QEMU's NBD server on
+C<work_dir/nbd.sock> and exports each drive read-only under its drive name (a
+drive without guest device, such as PVE's TPM backup drive, is exported as is);
+calls C<< $hooks->{started}->($uuid) >>; then reads the exports with libnbd
+(zero runs reported by block status are not read) and writes the VMA (configs
+from C<config_files> under their basenames, devices named by drive id) to
+C<output_fd>, at most C<bytes_per_second> data bytes per second (0: no limit),
+logging progress and summary lines through C<< $hooks->{log}->($line) >> byte
+for byte as the original's status loop. Finally it stops the NBD server,
+removes the nodes, puts each device back on its original node and removes the
+temp images; this teardown runs on every path, and its own failures are logged
+(on success the first one dies).
+
+C<%args>: C<qmp_socket>, C<vmid>, C<work_dir>, C<output_fd>,
+C<bytes_per_second>, C<disks> (array of C<< { device => 'drive-scsi0',
+fleecing_path => ..., fleecing_format => ... } >>), C<config_files> (paths).
+C<%hooks>: C<log>, C<freeze>, C<thaw>, C<started> (code refs, all required).
+Returns C<< { total, zero_bytes, bytes_read } >>. Dies with the cause
+(C<VM 100 qmp command 'blockdev-add' failed - ...>, C<NBD read on export
+'drive-scsi0' failed - ...>, the writer's I/O error, a hook's die); a pending
+signal is dispatched to its Perl handler first (the plugin's dies C<interrupted
+by signal>). The output fd is never closed here.
+
 =cut
