@@ -47,7 +47,7 @@ my sub after_backup_start {
 my sub messages_of { return VZDumpScenario::messages($_[0]->{task_log}) }
 
 # a signal during the status loop takes the original's error path
-for my $signal (qw(TERM INT HUP)) {
+for my $signal (qw(INT TERM QUIT HUP PIPE)) {
     my $vmid = 140;
     $node->create_sample_vm($vmid);
     $node->start_vm($vmid);
