@@ -47,7 +47,7 @@ engine-test: build/engine-tests build/vma build/pve-qemu-sim
 
 asan-test: build-asan/engine-tests build-asan/vma build-asan/pve-qemu-sim
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		build-asan/engine-tests
+		PVE_QEMU_SIM=build-asan/pve-qemu-sim VMA=build-asan/vma build-asan/engine-tests
 
 .PHONY: engine-test asan-test
 
