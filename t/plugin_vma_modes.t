@@ -94,7 +94,7 @@ my sub check_archive {
         },
         'backup arguments',
     );
-    is_deeply(VZDumpScenario::arguments_of($run, 'getfd'), { fdname => 'backup' }, 'getfd names the fd');
+    is_deeply(scalar(VZDumpScenario::arguments_of($run, 'getfd')), { fdname => 'backup' }, 'getfd names the fd');
     ok(PVE::QemuServer::check_running($vmid), 'VM still running');
     is(mon_cmd($vmid, 'query-status')->{status}, 'running', 'and not paused');
     unlike(PVE::Tools::file_get_contents(PVE::QemuConfig->config_file($vmid)), qr/^lock:/m, 'unlocked');
