@@ -1,5 +1,6 @@
 #include "util/json.h"
 
+#include <cstdint>
 #include <new>
 
 namespace engine {
@@ -54,6 +55,8 @@ Json Json::boolean(bool value)
 
 Json Json::parse(std::string_view text)
 {
+    if (text.size() > static_cast<size_t>(INT32_MAX))
+	throw JsonError("JSON text too large");
     json_tokener *tokener = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
     if (!tokener)
 	throw std::bad_alloc();
