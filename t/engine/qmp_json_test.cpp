@@ -28,7 +28,7 @@ TEST_CASE("json: malformed text and trailing garbage are refused", "[qmp]")
     CHECK_THROWS_AS(Json::parse("{\"a\": "), JsonError);
     CHECK_THROWS_AS(Json::parse("not json"), JsonError);
     CHECK_THROWS_AS(Json::parse("{} {}"), JsonError);
-    CHECK_THROWS_AS(Json::parse("{'a': 1}"), JsonError);
+    CHECK_THROWS_AS(Json::parse("{\"a\": 1,}"), JsonError);
 }
 
 TEST_CASE("json: values share json-c objects by reference count", "[qmp]")
