@@ -82,7 +82,8 @@ my sub compressor_info {
 }
 
 # $opts: dumpdir (required unless stdout), compress, pigz, zstd, bwlimit,
-# stdout, fleecing, performance, stopwait, storage, scfg, pbs, tmpdir
+# stdout, fleecing, performance, stopwait, storage, scfg, pbs, tmpdir;
+# $opts->{'backup-provider'}: an external backup provider object
 sub new {
     my ($class, $cmdline, $opts, $skiplist) = @_;
 
@@ -96,6 +97,7 @@ sub new {
     $opts->{storage} //= 'local' if !$opts->{dumpdir};
 
     my $self = bless { cmdline => $cmdline, opts => $opts, skiplist => $skiplist }, $class;
+    $self->{'backup-provider'} = delete $opts->{'backup-provider'} if $opts->{'backup-provider'};
 
     require PVE::VZDump::QemuServer;
     $self->{plugins} = [PVE::VZDump::QemuServer->new($self)];
@@ -140,6 +142,10 @@ sub exec_backup_task {
 
         if ($opts->{pbs}) {
             $task->{target} = "vm/$vmid/" . strftime("%FT%TZ", gmtime($task->{backup_time}));
+            $task->{tmpdir} = "/var/tmp/vzdumptmp${$}_$vmid";
+        } elsif (my $provider = $self->{'backup-provider'}) {
+            $task->{target} =
+                $provider->backup_get_archive_name($vmid, $vmtype, $task->{backup_time});
             $task->{tmpdir} = "/var/tmp/vzdumptmp${$}_$vmid";
         } else {
             $task->{target} = $task->{tmptar} = "$opts->{dumpdir}/$basename$ext";
@@ -207,7 +213,7 @@ sub exec_backup_task {
             my $what = $opts->{pbs} ? 'Proxmox Backup Server archive' : 'vzdump archive';
             $debugmsg->('info', "creating $what '$task->{target}'", $logfd);
             $plugin->archive($task, $vmid, $task->{tmptar}, $comp);
-            if (!$opts->{pbs}) {
+            if ($task->{tmptar}) {
                 rename($task->{tmptar}, $task->{target})
                     or die "unable to rename '$task->{tmptar}' to '$task->{target}'\n";
                 $task->{size} = -s $task->{target};

@@ -1,0 +1,193 @@
+#!/usr/bin/perl
+# Backups through an external backup provider: fleecing images for every
+# disk, backup-access-setup, the NBD server and one export per disk, the
+# 0700 access directory, what the provider is handed for the 'nbd'
+# mechanism, the teardown in cleanup, and each refusal with its message
+# (no fleecing, unknown mechanism, bad incremental mode, nbdfuse missing,
+# a failing provider).
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+
+use VZDumpScenario;
+use PVE::Tools;
+
+plan skip_all => "the pve-qemu simulator is not built" if !-x PVE::TestNode::simulator();
+
+package TestProvider {
+    sub new {
+        my ($class, %param) = @_;
+        return bless { mechanism => 'nbd', incremental => {}, %param }, $class;
+    }
+    sub provider_name { return 'test-provider' }
+
+    sub backup_get_archive_name {
+        my ($self, $vmid, $vmtype, $backup_time) = @_;
+        return "test-provider-$vmid-$backup_time";
+    }
+
+    sub backup_get_mechanism {
+        my ($self, $vmid, $vmtype) = @_;
+        return $self->{mechanism};
+    }
+
+    sub backup_vm_query_incremental {
+        my ($self, $vmid, $devices) = @_;
+        $self->{queried_devices} = $devices;
+        return $self->{incremental};
+    }
+
+    sub backup_vm {
+        my ($self, $vmid, $guest_config, $volumes, $param) = @_;
+        my ($volume) = values %$volumes;
+        my $dir = $volume->{'nbd-path'} =~ s|/[^/]+$||r;
+        $self->{backup} = {
+            config => $guest_config,
+            volumes => $volumes,
+            param => $param,
+            dir_mode => (stat($dir))[2] & 07777,
+        };
+        die "provider storage full\n" if $self->{fail};
+    }
+}
+
+my $node = VZDumpScenario->new();
+my $vmid = 190;
+$node->create_sample_vm($vmid);
+$node->start_vm($vmid);
+my $fleecing = { enabled => 1, storage => 'local' };
+
+my sub external_backup {
+    my ($provider, %opts) = @_;
+    my $run = $node->run_backup($vmid, mode => 'snapshot', 'backup-provider' => $provider, %opts);
+    $run->{messages} = VZDumpScenario::messages($run->{task_log});
+    $run->{commands} = VZDumpScenario::commands($run);
+    return $run;
+}
+
+# the 'nbd' mechanism
+{
+    my $provider = TestProvider->new();
+    my $fds = VZDumpScenario::open_fds();
+    my $run = external_backup($provider, fleecing => $fleecing);
+    is($run->{task}->{state}, 'ok', 'nbd: backup succeeds') or diag($run->{task}->{msg});
+    my $root = $run->{task}->{'backup-access-root-dir'};
+    is($root, $node->root . "/run/qemu-server/$vmid.backup-access.$$/", 'access directory name');
+    my $nbd_path = "$root/$vmid-nbd.backup-access";
+    is_deeply(
+        [grep { m/external|mechanism|snapshot-access|NBD|backup-access|attaching fleecing/ } $run->{messages}->@*],
+        [
+            "INFO: starting external backup via test-provider",
+            "INFO: drive-scsi0: attaching fleecing image local:$vmid/vm-$vmid-fleece-0.qcow2 to QEMU",
+            "INFO: drive-virtio1: attaching fleecing image local:$vmid/vm-$vmid-fleece-1.qcow2 to QEMU",
+            "INFO: using backup mechanism 'nbd'",
+            "INFO: setting up snapshot-access for backup",
+            "INFO: starting NBD server",
+            "INFO: adding NBD export for drive-scsi0",
+            "INFO: adding NBD export for drive-virtio1",
+            "INFO: tearing down backup-access",
+        ],
+        'nbd: log lines',
+    ) or diag(explain($run->{messages}));
+    is_deeply(
+        scalar(VZDumpScenario::arguments_of($run, 'backup-access-setup')),
+        { 'target-id' => 'snapshot-access:local', devices => [{ device => 'drive-scsi0' }, { device => 'drive-virtio1' }] },
+        'nbd: backup-access-setup arguments',
+    );
+    is_deeply(
+        scalar(VZDumpScenario::arguments_of($run, 'nbd-server-start')),
+        { addr => { type => 'unix', data => { path => $nbd_path } } },
+        'nbd: NBD server on a socket in the access directory',
+    );
+    my $export = VZDumpScenario::arguments_of($run, 'block-export-add');
+    is($export->{id}, 'drive-scsi0', 'nbd: export named after the device');
+    is($export->{writable}, JSON::true, 'nbd: writable export (discard)');
+    is_deeply(
+        scalar(VZDumpScenario::arguments_of($run, 'backup-access-teardown')),
+        { 'target-id' => 'snapshot-access:local', success => JSON::true },
+        'nbd: teardown reports success',
+    );
+    my @order = grep { m/^(?:backup-access|nbd-server|block-export|cont|query-pbs)/ } $run->{commands}->@*;
+    is_deeply(
+        \@order,
+        [
+            'backup-access-setup', 'cont', 'query-pbs-bitmap-info', 'nbd-server-start',
+            'block-export-add', 'block-export-add', 'nbd-server-stop', 'backup-access-teardown',
+        ],
+        'nbd: QMP order, VM resumed right after the setup',
+    );
+
+    my $backup = $provider->{backup};
+    like($backup->{config}, qr/^#qmdump#map:scsi0:drive-scsi0:local:raw:$/m, 'provider gets the assembled config');
+    is(
+        $backup->{param}->{'firewall-config'},
+        PVE::Tools::file_get_contents($node->root . "/etc/pve/firewall/$vmid.fw"),
+        'provider gets the firewall config',
+    );
+    is_deeply(
+        $backup->{volumes}->{'drive-scsi0'},
+        { 'bitmap-mode' => 'none', size => 8 * 1024 * 1024, 'nbd-path' => $nbd_path, 'bitmap-name' => undef },
+        'provider gets the NBD export of each disk',
+    );
+    is($backup->{dir_mode}, 0700, 'access directory is private (0700)');
+    ok(!-e $root, 'access directory removed in cleanup');
+    is_deeply(
+        $provider->{queried_devices},
+        { 'drive-scsi0' => { size => 8 * 1024 * 1024 }, 'drive-virtio1' => { size => 3 * 1024 * 1024 + 12 * 1024 } },
+        'provider asked about incremental mode with the block node sizes',
+    );
+    VZDumpScenario::check_no_leaks($fds, 'external nbd');
+}
+
+# incremental: a new bitmap per device
+{
+    my $provider = TestProvider->new(incremental => { 'drive-scsi0' => 'new' });
+    my $run = external_backup($provider, fleecing => $fleecing);
+    is($run->{task}->{state}, 'ok', 'incremental: backup succeeds') or diag($run->{task}->{msg});
+    is_deeply(
+        scalar(VZDumpScenario::arguments_of($run, 'backup-access-setup'))->{devices},
+        [{ device => 'drive-scsi0', 'bitmap-mode' => 'new' }, { device => 'drive-virtio1' }],
+        'incremental: bitmap mode passed per device',
+    );
+    is($provider->{backup}->{volumes}->{'drive-scsi0'}->{'bitmap-mode'}, 'new', 'incremental: provider told');
+}
+
+# refusals
+{
+    my $run = external_backup(TestProvider->new());
+    is($run->{task}->{msg}, "cannot setup backup access without fleecing\n", 'no fleecing: refused');
+
+    $run = external_backup(TestProvider->new(mechanism => 'directory'), fleecing => $fleecing);
+    is($run->{task}->{msg}, "mechanism 'directory' requested by backup provider is not supported for VMs\n",
+        'unknown mechanism: refused');
+
+    $run = external_backup(TestProvider->new(incremental => { 'drive-scsi0' => 'bogus' }), fleecing => $fleecing);
+    is($run->{task}->{msg}, "invalid incremental mode 'bogus' returned by backup provider plugin\n",
+        'bad incremental mode: refused');
+
+    {
+        no warnings 'once';
+        local $PVE::VZDump::QemuServer::nbdfuse_binary = $node->root . "/no-such/nbdfuse";
+        $run = external_backup(TestProvider->new(mechanism => 'file-handle'), fleecing => $fleecing);
+    }
+    is($run->{task}->{msg}, "need 'nbdfuse' binary from package libnbd-bin\n", 'nbdfuse missing: clear error');
+    ok(!-e $run->{task}->{'backup-access-root-dir'}, 'nbdfuse missing: access directory removed');
+}
+
+# the provider fails: error path, teardown without success
+{
+    my $run = external_backup(TestProvider->new(fail => 1), fleecing => $fleecing);
+    is($run->{task}->{msg}, "provider storage full\n", 'provider failure: its message');
+    ok((grep { $_ eq 'ERROR: provider storage full' } $run->{messages}->@*), 'provider failure: logged');
+    is(scalar(VZDumpScenario::arguments_of($run, 'backup-access-teardown'))->{success}, JSON::false,
+        'provider failure: teardown without success');
+    ok(!(grep { m/fleece/ } glob($node->root . "/storage/local/images/$vmid/*")), 'fleecing images freed');
+}
+
+$node->stop_vm($vmid);
+done_testing();
