@@ -6,6 +6,7 @@
 #include "qmp/monitor.h"
 #include "qmp_test_support.h"
 #include "util/fd.h"
+#include "vma/reader.h"
 
 #include <catch2/catch.hpp>
 
@@ -125,11 +126,33 @@ Json poll_until_finished(const Peer &peer)
     return Json();
 }
 
+// The (device, cluster) order in which an archive stores clusters.
+class OrderSink : public engine::vma::ClusterSink {
+  public:
+    std::vector<std::pair<int, uint32_t>> order;
+    void cluster(const engine::vma::DeviceInfo &dev, uint32_t cluster, uint16_t, const uint8_t *) override
+    {
+	order.emplace_back(dev.id, cluster);
+    }
+    bool wants_data() const override { return false; }
+};
+
+// Whether clusters come device after device, each in ascending order.
+bool sequential(const std::vector<std::pair<int, uint32_t>> &order)
+{
+    for (size_t i = 1; i < order.size(); i++) {
+	if (order[i] < order[i - 1])
+	    return false;
+    }
+    return true;
+}
+
 } // namespace
 
 TEST_CASE("simulator: a vma backup over a passed pipe, verified and extracted", "[qmp][sim]")
 {
-    Sim sim;
+    bool interleave = GENERATE(false, true);
+    Sim sim(interleave ? std::vector<std::string>{"--interleave"} : std::vector<std::string>{});
     std::string config = sim.dir.file("100.conf");
     std::ofstream(config) << "boot: order=scsi0\nscsi0: local:100/vm-100-disk-0.raw,size=5M\n";
 
@@ -176,6 +199,9 @@ TEST_CASE("simulator: a vma backup over a passed pipe, verified and extracted", 
     CHECK(slurp(extracted + "/disk-drive-scsi0.raw") == slurp(sim.disk0));
     CHECK(slurp(extracted + "/disk-drive-scsi1.raw") == slurp(sim.disk1));
     CHECK(slurp(extracted + "/100.conf") == slurp(config));
+    OrderSink layout;
+    engine::vma::Reader::open(archive)->read_extents(layout);
+    CHECK(sequential(layout.order) == !interleave);
 
     // the conversation as the simulator recorded it
     std::vector<std::string> executed;

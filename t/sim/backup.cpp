@@ -17,6 +17,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 namespace pve_sim {
@@ -97,6 +98,46 @@ class Pacer {
     uint64_t accounted_ = 0;
 };
 
+// pve-qemu's jobs run one device after another, but copy-before-write also
+// emits clusters of devices not yet running, so real archives interleave
+// devices and leave clusters out of order. With `interleave`, every device
+// advances one batch per round and each batch is written backwards.
+void copy_devices(engine::vma::Writer &writer, const std::vector<Device> &devices,
+		  const std::vector<engine::vma::DeviceId> &ids, bool interleave, const std::function<void()> &step)
+{
+    if (!interleave) {
+	for (size_t i = 0; i < devices.size(); i++) {
+	    engine::vma::ImageSource source(devices[i].path);
+	    engine::vma::write_image(writer, ids[i], source, step);
+	}
+	return;
+    }
+    constexpr size_t batch = 64;
+    std::vector<std::unique_ptr<engine::vma::ImageSource>> sources;
+    std::vector<uint64_t> next(devices.size(), 0);
+    for (const Device &device : devices)
+	sources.push_back(std::make_unique<engine::vma::ImageSource>(device.path));
+    auto buffer = std::make_unique<uint8_t[]>(batch * engine::vma::kClusterSize);
+    bool hole[batch];
+    for (bool copied = true; copied;) {
+	copied = false;
+	for (size_t i = 0; i < devices.size(); i++) {
+	    uint64_t clusters = engine::vma::clusters_for(writer.device_size(ids[i]));
+	    if (next[i] >= clusters)
+		continue;
+	    size_t count = static_cast<size_t>(std::min<uint64_t>(batch, clusters - next[i]));
+	    sources[i]->read_clusters(next[i], count, buffer.get(), hole);
+	    for (size_t j = count; j-- > 0;) {
+		writer.write_cluster(ids[i], static_cast<uint32_t>(next[i] + j),
+				     hole[j] ? nullptr : buffer.get() + j * engine::vma::kClusterSize);
+	    }
+	    next[i] += count;
+	    copied = true;
+	    step();
+	}
+    }
+}
+
 void run_vma(std::shared_ptr<Job> job, std::unique_ptr<engine::vma::Writer> writer, engine::Fd output,
 	     std::vector<Device> devices, std::vector<engine::vma::DeviceId> ids, const Options &options,
 	     int64_t speed)
@@ -104,14 +145,11 @@ void run_vma(std::shared_ptr<Job> job, std::unique_ptr<engine::vma::Writer> writ
     std::string error;
     try {
 	Pacer pacer(*job, options, speed);
-	for (size_t i = 0; i < devices.size(); i++) {
-	    engine::vma::ImageSource source(devices[i].path);
-	    engine::vma::write_image(*writer, ids[i], source, [&] {
-		job->transferred = writer->total_transferred();
-		job->zero_bytes = writer->total_zero_bytes();
-		pacer.step(writer->total_transferred());
-	    });
-	}
+	copy_devices(*writer, devices, ids, options.interleave, [&] {
+	    job->transferred = writer->total_transferred();
+	    job->zero_bytes = writer->total_zero_bytes();
+	    pacer.step(writer->total_transferred());
+	});
 	job->finishing = true;
 	writer->finish();
 	output.close_checked("close backup file");

@@ -29,6 +29,8 @@
 //   --pbs-dirty BYTES       an incremental PBS backup (use-dirty-bitmap after an
 //                           earlier PBS backup) finds BYTES dirty
 //   --fs-count N            what guest-fsfreeze-freeze/-thaw return (default 1)
+//   --interleave            write the devices' clusters interleaved and out of
+//                           order, as copy-before-write makes pve-qemu do
 // Exits 0 after `quit`, SIGTERM or SIGINT, removing its sockets and pid file.
 #include "options.h"
 #include "server.h"

@@ -40,6 +40,10 @@ Options parse_options(int argc, char **argv)
     Options options;
     for (int i = 1; i < argc; i++) {
 	std::string option = argv[i];
+	if (option == "--interleave") {
+	    options.interleave = true;
+	    continue;
+	}
 	if (i + 1 >= argc)
 	    throw std::runtime_error(option + ": missing value");
 	std::string value = argv[++i];

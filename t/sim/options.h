@@ -38,6 +38,7 @@ struct Options {
     int64_t backup_error_at = -1;    // fail the job once this many bytes are copied
     int64_t pbs_dirty = -1;          // dirty bytes of an incremental PBS backup
     int fs_count = 1;                // what guest-fsfreeze-freeze/thaw return
+    bool interleave = false;         // write devices interleaved, clusters out of order
 };
 
 // Throws std::runtime_error with a usage message on bad input.
