@@ -62,6 +62,19 @@ CFG
 
 sub root { return $_[0]->{root} }
 
+# A test that dies midway must not leave simulated QEMUs running: stop every
+# VM of the node that still runs (before File::Temp removes the directory).
+END {
+    if (my $root = $ENV{VZDUMP_TEST_NODE_DIR}) {
+        require PVE::QemuServer::Helpers;
+        for my $pidfile (glob("$root/run/qemu-server/*.pid")) {
+            my ($vmid) = $pidfile =~ m|/(\d+)\.pid$| or next;
+            my $pid = PVE::QemuServer::Helpers::vm_running_locally($vmid) or next;
+            kill('TERM', $pid);
+        }
+    }
+}
+
 sub write_file {
     my ($path, $content) = @_;
 
