@@ -58,6 +58,7 @@ for my $compress (0, 'zstd', 'gzip', 'lzo') {
     my $config = `'$vma' config '$plain'`;
     like($config, qr/^name: diskless$/m, 'vma config prints the VM config');
     is(system("'$vma' verify '$plain' >/dev/null 2>&1"), 0, 'vma verify accepts the archive');
+    is_deeply([$node->verify_archive($run->{archive}, 120, disks => [])], [], 'vma extract restores the config');
     unlink $run->{archive};
 }
 
