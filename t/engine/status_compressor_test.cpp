@@ -91,11 +91,23 @@ TEST_CASE("the compressor inherits no descriptor but stdin, stdout and stderr", 
 
 TEST_CASE("a compressor that cannot run exits 1 like the original's child", "[status]")
 {
+	// the child reports on the stderr it inherits: catch it in a file
+	const std::string errors = temp_path("stderr");
+	int saved_stderr = dup(STDERR_FILENO);
+	int errors_fd = open(errors.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	REQUIRE(errors_fd >= 0);
+	dup2(errors_fd, STDERR_FILENO);
+	close(errors_fd);
+
 	int output_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	auto pipe = start_compressor("/nonexistent/zstd --threads=1", output_fd);
+	dup2(saved_stderr, STDERR_FILENO);
+	close(saved_stderr);
 	close(output_fd);
 	close(pipe.write_fd);
 	int status = wait_status(pipe.pid);
 	CHECK(WIFEXITED(status));
 	CHECK(WEXITSTATUS(status) == 1);
+	CHECK(slurp(errors) == "ERROR: fork compressor '/nonexistent/zstd --threads=1' failed\n");
+	unlink(errors.c_str());
 }
