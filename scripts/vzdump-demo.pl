@@ -31,8 +31,9 @@ remove_tree("$output/node", "$output/images/$vmid");
 
 my $node = VZDumpScenario->new(dir => "$output/node", storage_dir => $output, dump_dir => $output);
 $node->create_sample_vm($vmid, name => 'demo-vm', agent => 1);
-# slow the simulated copy down a little, so that progress lines show
-$ENV{VZDUMP_TEST_SIM_ARGS} //= '--backup-delay 1500';
+# slow the simulated copy down a little, so that progress lines show, and
+# write the clusters interleaved and out of order, as a live backup does
+$ENV{VZDUMP_TEST_SIM_ARGS} //= '--backup-delay 1500 --interleave';
 $node->start_vm($vmid);
 
 my $run = eval { $node->run_backup($vmid, mode => $mode, compress => 'zstd', zstd => 1) };

@@ -43,7 +43,11 @@ my sub check_archive {
 {
     my $vmid = 100;
     $node->create_sample_vm($vmid, agent => 0);
-    $node->start_vm($vmid);
+    {
+        # clusters of both disks interleaved and out of order, as copy-before-write writes them
+        local $ENV{VZDUMP_TEST_SIM_ARGS} = '--interleave';
+        $node->start_vm($vmid);
+    }
     my $fds = VZDumpScenario::open_fds();
     my $run = $node->run_backup($vmid, mode => 'snapshot', compress => 'zstd');
     check_archive($run, $vmid, 'snapshot');
