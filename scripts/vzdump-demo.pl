@@ -5,8 +5,9 @@
 # assemble, archive, cleanup, unlock, as PVE::VZDump calls them) with our
 # PVE::VZDump::QemuServer. The archive vzdump-qemu-<vmid>-<time>.vma.zst and
 # its log land in the output directory, the disk images under
-# <output>/images/<vmid>/. Prints the task log as vzdump would, then the
-# archive's path on the last line of stdout.
+# <output>/images/<vmid>/. Prints the task log as vzdump would, verifies and
+# extracts the archive with build/vma, compares the restored disks and config
+# with the VM's, then prints the archive's path on the last line of stdout.
 #
 # usage: scripts/vzdump-demo.pl <output-dir> [<vmid>] [<mode>]
 
@@ -43,4 +44,8 @@ die $err if $err;
 
 print STDERR "$_\n" for $run->{task_log}->@*;
 die "backup failed: $run->{task}->{msg}" if $run->{task}->{state} ne 'ok';
+
+my @problems = $node->verify_archive($run->{archive}, $vmid);
+die "DEMO FAILED:\n" . join('', map { "  $_\n" } @problems) if @problems;
+print STDERR "verified: 'vma verify' passed, the restored disks and config equal the VM's\n";
 print "$run->{archive}\n";
