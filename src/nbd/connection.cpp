@@ -34,6 +34,10 @@ Connection::Connection(const std::string &socket_path, const std::string &export
             fail("export selection");
         if (nbd_add_meta_context(handle_, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0)
             fail("meta context request");
+        // libnbd zeroes every read buffer first unless told not to: a second
+        // pass over all data, and a read that fails throws anyway
+        if (nbd_set_pread_initialize(handle_, false) < 0)
+            fail("read setup");
         if (nbd_connect_unix(handle_, socket_path.c_str()) < 0)
             fail(("connect to '" + socket_path + "'").c_str());
         int64_t size = nbd_get_size(handle_);

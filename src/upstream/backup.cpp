@@ -59,7 +59,7 @@ BackupResult copy_snapshot(const Snapshot &snapshot, const BackupOptions &option
         source.connection = std::make_unique<nbd::Connection>(snapshot.nbd_socket(), disk.export_name);
         sources.push_back(std::move(source));
     }
-    DiskCopy copy(writer, std::move(sources), options.bytes_per_second);
+    DiskCopy copy(writer, options.output_fd, std::move(sources), options.bytes_per_second);
 
     const std::string uuid = uuid_to_string(writer.uuid());
     if (hooks.started)

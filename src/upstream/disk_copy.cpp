@@ -4,8 +4,9 @@
 
 namespace engine::upstream {
 
-DiskCopy::DiskCopy(vma::Writer &writer, std::vector<DiskSource> sources, std::uint64_t bytes_per_second)
-    : writer_(writer), sources_(std::move(sources)), limit_(bytes_per_second), limited_(bytes_per_second > 0)
+DiskCopy::DiskCopy(vma::Writer &writer, int output_fd, std::vector<DiskSource> sources,
+                   std::uint64_t bytes_per_second)
+    : writer_(writer), write_behind_(output_fd), sources_(std::move(sources)), limit_(bytes_per_second), limited_(bytes_per_second > 0)
 {
     for (const DiskSource &source : sources_)
         if (vma::clusters_for(writer_.device_size(source.device)) !=
@@ -51,6 +52,7 @@ bool DiskCopy::run_until(RateLimit::Clock::time_point deadline, const std::funct
         for (std::size_t i = 0; i < batch->count; i++)
             writer_.write_cluster(source.device, static_cast<std::uint32_t>(batch->first + i),
                                   batch->zero[i] ? nullptr : batch->data + i * vma::kClusterSize);
+        write_behind_.advance();
     }
     return true;
 }
