@@ -60,6 +60,15 @@ sub wait_for_snapshot {
     die "the snapshot was not taken\n";
 }
 
+# Waits until the engine exports the snapshot over NBD.
+sub wait_for_export {
+    for (1 .. 300) {
+        return if eval { scalar($qemu->qmp('query-block-exports')->@*) };
+        usleep(20_000);
+    }
+    die "the snapshot was not exported\n";
+}
+
 sub reap {
     my ($pid) = @_;
     kill 'TERM', $pid;
@@ -178,6 +187,29 @@ sub check_cleanup {
     is_deeply($problems, [], 'second archive verifies');
     is(sha($restored->{$_}), sha($content->{$_}), "second backup: $_ equals the disk") for qw(scsi0 scsi1);
     check_cleanup('second backup', $before_fds);
+}
+
+# --- a backup killed with SIGKILL: the next one removes what it left --------
+{
+    my $before_fds = VZDumpScenario::open_fds();
+    my $victim = during(sub { $node->run_backup($vmid, bwlimit => 2048) });
+    wait_for_export();
+    kill 'KILL', $victim;
+    waitpid($victim, 0);
+    isnt($qemu->graph, $graph_before, 'SIGKILL: the killed backup left its snapshot and export in QEMU');
+    ok((grep { m|/fleece-scsi0\.raw$| } $scenario->leftovers), 'SIGKILL: and its temp fleecing images');
+    PVE::QemuConfig->remove_lock($vmid, 'backup'); # the admin's `qm unlock`
+
+    my $content = $scenario->disk_contents($node->root . "/after-kill");
+    my $run = $node->run_backup($vmid);
+    is($run->{task}->{state}, 'ok', 'the backup after a killed one works') or diag(join("\n", $run->{task_log}->@*));
+    my @removal = grep { m/^INFO: removing what an earlier backup left in QEMU: / } messages($run)->@*;
+    like($removal[0] // '', qr/export vzdump-scsi0, .*node snap-scsi0, node cbw-scsi0, node fleece-scsi0, .*node fleece-scsi1/,
+        'it logs what it removes');
+    my ($restored, $problems) = $scenario->extract_archive($run->{archive}, $node->root . "/extract-kill");
+    is_deeply($problems, [], 'the archive after a killed backup verifies');
+    is(sha($restored->{$_}), sha($content->{$_}), "after a killed backup: $_ equals the disk") for qw(scsi0 scsi1);
+    check_cleanup('after a killed backup', $before_fds);
 }
 
 # --- stdout mode and a paused VM (stays paused) -----------------------------

@@ -10,9 +10,8 @@
 
 namespace engine::upstream {
 
-FleecingImage FleecingImage::create_temp(const std::string &dir, const std::string &name, std::uint64_t size)
+FleecingImage FleecingImage::create_temp(const std::string &path, std::uint64_t size)
 {
-    std::string path = dir + "/" + name + ".raw";
     Fd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!fd)
         throw_errno("unable to create fleecing image '" + path + "'");

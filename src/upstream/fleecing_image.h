@@ -10,9 +10,9 @@ namespace engine::upstream {
 
 class FleecingImage {
 public:
-    // Creates "<dir>/<name>.raw" (must not exist) as a sparse file of size
-    // bytes. Throws Error("unable to create fleecing image '<path>' - ...").
-    static FleecingImage create_temp(const std::string &dir, const std::string &name, std::uint64_t size);
+    // Creates path (must not exist) as a sparse raw file of size bytes.
+    // Throws Error("unable to create fleecing image '<path>' - ...").
+    static FleecingImage create_temp(const std::string &path, std::uint64_t size);
     // Uses an existing image of the given QEMU format ("raw", "qcow2").
     static FleecingImage existing(std::string path, std::string format);
 

@@ -2,6 +2,9 @@
 
 #include "qmp/client.h"
 #include "qmp/error.h"
+#include "upstream/leftovers.h"
+#include "upstream/node_names.h"
+#include "upstream/qmp_args.h"
 #include "util/error.h"
 
 #include <unistd.h>
@@ -12,19 +15,6 @@ namespace engine::upstream {
 
 namespace {
 
-Json object(std::initializer_list<std::pair<const char *, Json>> members)
-{
-    Json result = Json::object();
-    for (const auto &[key, value] : members)
-        result.set(key, value);
-    return result;
-}
-
-Json str(const std::string &text)
-{
-    return Json::string(text);
-}
-
 // The QMP client's texts end in a newline; a log line does not.
 std::string one_line(const std::exception &e)
 {
@@ -34,15 +24,11 @@ std::string one_line(const std::exception &e)
     return text;
 }
 
-std::string drive_id(const std::string &device)
-{
-    return device.rfind("drive-", 0) == 0 ? device.substr(6) : device;
-}
-
 } // namespace
 
 Snapshot::Snapshot(SnapshotOptions options) : options_(std::move(options))
 {
+    remove_leftovers(options_.peer, options_.log);
     Json block = qmp("query-block", Json::object());
     disks_.reserve(options_.disks.size());
     try {
@@ -56,12 +42,12 @@ Snapshot::Snapshot(SnapshotOptions options) : options_(std::move(options))
                 throw Error("drive '" + request.device + "' not found in QEMU");
             Disk &disk = disks_.emplace_back();
             disk.device = request.device;
-            disk.id = drive_id(request.device);
+            disk.id = names::drive_id(request.device);
             disk.original_node = inserted.member("node-name").as_string();
             disk.size = static_cast<std::uint64_t>(inserted.member("image").member("virtual-size").as_integer());
             std::string qdev = entry.member("qdev").is_string() ? entry.member("qdev").as_string() : "";
             if (!qdev.empty())
-                disk.qom_path = qdev[0] == '/' ? qdev : "/machine/peripheral/" + qdev;
+                disk.qom_path = names::device_qom_path(qdev);
             if (!disk.qom_path.empty())
                 prepare_disk(disk, request);
         }
@@ -94,11 +80,11 @@ Json Snapshot::qmp(const std::string &execute, const Json &arguments)
 void Snapshot::prepare_disk(Disk &disk, const DiskRequest &request)
 {
     if (request.fleecing_path.empty())
-        disk.image.emplace(FleecingImage::create_temp(options_.work_dir, "fleece-" + disk.id, disk.size));
+        disk.image.emplace(FleecingImage::create_temp(options_.work_dir + "/" + names::temp_image(disk.id), disk.size));
     else
         disk.image.emplace(FleecingImage::existing(request.fleecing_path, request.fleecing_format));
     Json fleece = object({{"driver", str(disk.image->format())},
-                          {"node-name", str("fleece-" + disk.id)},
+                          {"node-name", str(names::fleece_node(disk.id))},
                           {"file", object({{"driver", str("file")}, {"filename", str(disk.image->path())}})}});
     // a storage may round a raw image up: QEMU must see the disk's own size
     if (disk.image->format() == "raw")
@@ -109,9 +95,9 @@ void Snapshot::prepare_disk(Disk &disk, const DiskRequest &request)
     // when the fleecing image fails (e.g. full), the guest keeps writing and
     // the snapshot breaks: the backup fails, the VM's data is never at risk
     qmp("blockdev-add", object({{"driver", str("copy-before-write")},
-                                {"node-name", str("cbw-" + disk.id)},
+                                {"node-name", str(names::filter_node(disk.id))},
                                 {"file", str(disk.original_node)},
-                                {"target", str("fleece-" + disk.id)},
+                                {"target", str(names::fleece_node(disk.id))},
                                 {"on-cbw-error", str("break-snapshot")}}));
     disk.filter_added = true;
 }
@@ -143,7 +129,7 @@ void Snapshot::take()
                     continue;
                 run("qom-set", object({{"path", str(disk.qom_path)},
                                        {"property", str("drive")},
-                                       {"value", str("cbw-" + disk.id)}}));
+                                       {"value", str(names::filter_node(disk.id))}}));
                 disk.switched = true;
             }
         } catch (const qmp::Error &) {
@@ -171,8 +157,8 @@ void Snapshot::export_over_nbd()
         if (!disk.switched)
             continue;
         qmp("blockdev-add", object({{"driver", str("snapshot-access")},
-                                    {"node-name", str("snap-" + disk.id)},
-                                    {"file", str("cbw-" + disk.id)}}));
+                                    {"node-name", str(names::access_node(disk.id))},
+                                    {"file", str(names::filter_node(disk.id))}}));
         disk.access_added = true;
     }
 
@@ -183,9 +169,9 @@ void Snapshot::export_over_nbd()
     nbd_started_ = true;
 
     for (Disk &disk : disks_) {
-        std::string node = disk.access_added ? "snap-" + disk.id : disk.original_node;
+        std::string node = disk.access_added ? names::access_node(disk.id) : disk.original_node;
         qmp("block-export-add", object({{"type", str("nbd")},
-                                        {"id", str("vzdump-" + disk.id)},
+                                        {"id", str(names::nbd_export(disk.id))},
                                         {"node-name", str(node)},
                                         {"name", str(disk.device)},
                                         {"writable", Json::boolean(false)}}));
@@ -220,15 +206,15 @@ void Snapshot::restore()
     for (auto disk = disks_.rbegin(); disk != disks_.rend(); ++disk) {
         const std::string &id = disk->id;
         if (disk->access_added)
-            attempt("removing node snap-" + id, [&] { qmp("blockdev-del", object({{"node-name", str("snap-" + id)}})); });
+            attempt("removing node " + names::access_node(id), [&] { qmp("blockdev-del", object({{"node-name", str(names::access_node(id))}})); });
         if (disk->switched)
             attempt("putting " + disk->device + " back on node " + disk->original_node,
                     [&] { set_device_node(*disk, disk->original_node); });
         if (disk->filter_added)
-            attempt("removing node cbw-" + id, [&] { qmp("blockdev-del", object({{"node-name", str("cbw-" + id)}})); });
+            attempt("removing node " + names::filter_node(id), [&] { qmp("blockdev-del", object({{"node-name", str(names::filter_node(id))}})); });
         if (disk->fleece_added)
-            attempt("removing node fleece-" + id,
-                    [&] { qmp("blockdev-del", object({{"node-name", str("fleece-" + id)}})); });
+            attempt("removing node " + names::fleece_node(id),
+                    [&] { qmp("blockdev-del", object({{"node-name", str(names::fleece_node(id))}})); });
         disk->image.reset();
     }
 

@@ -20,8 +20,8 @@
 //   back on its original node, removes the fleecing nodes and temp images —
 //   in that order, trying every step even when QEMU is gone, and leaves a
 //   paused-for-the-switch VM running again.
-// - Node names are fixed per drive ("fleece-<id>", "cbw-<id>", "snap-<id>"
-//   with <id> the drive name without "drive-"), so one backup per VM at a time.
+// - Node names are fixed per drive (node_names.h), so one backup per VM at a
+//   time; what a killed backup left behind is removed first (leftovers.h).
 #pragma once
 
 #include "qmp/monitor.h"
@@ -67,8 +67,8 @@ public:
         bool access_added = false;
     };
 
-    // Reads query-block and adds the fleecing and filter nodes (not yet in
-    // the guest's I/O path). Throws "drive '<d>' not found in QEMU" for an
+    // Removes an earlier backup's leftovers, reads query-block and adds the
+    // fleecing and filter nodes (not yet in the guest's I/O path). Throws "drive '<d>' not found in QEMU" for an
     // unknown or empty drive; undoes its own steps when it throws.
     explicit Snapshot(SnapshotOptions options);
     ~Snapshot();
