@@ -144,6 +144,16 @@ StatusLoopResult run_status_loop(const StatusLoopOptions &options, const StatusL
 			   render_duration(static_cast<double>(duration)).c_str(),
 			   rate(read_bytes, interval).c_str(), rate(write_bytes, interval).c_str());
 
+		// a reply without a figure keeps the last one seen
+		const auto keep_nonzero_figures = [&] {
+			if (target)
+				last_target = target;
+			if (total)
+				last_total = total;
+			if (zero)
+				last_zero = zero;
+		};
+
 		const std::string result = perl_true(status.status) ? status.status : "unknown";
 		if (result != "active") {
 			if (last_percent < 100)
@@ -154,23 +164,13 @@ StatusLoopResult run_status_loop(const StatusLoopOptions &options, const StatusL
 					    (perl_true(status.errmsg) ? status.errmsg : "unknown error") + "\n");
 				throw std::runtime_error("got unexpected status '" + result + "'\n");
 			}
-			if (target)
-				last_target = target;
-			if (total)
-				last_total = total;
-			if (zero)
-				last_zero = zero;
+			keep_nonzero_figures();
 			break;
 		}
 		if (percent != last_percent && interval > 2) {
 			env.log(line);
 			last_percent = percent;
-			if (target)
-				last_target = target;
-			if (total)
-				last_total = total;
-			if (zero)
-				last_zero = zero;
+			keep_nonzero_figures();
 			if (transferred)
 				last_transferred = transferred;
 			last_time = now;

@@ -1,6 +1,7 @@
 #include "qmp/agent.h"
 
 #include "qmp/error.h"
+#include "qmp/reply_line.h"
 
 #include <unistd.h>
 
@@ -12,17 +13,6 @@ namespace engine::qmp {
 namespace {
 
 std::atomic<unsigned long> sync_counter{0};
-
-Json parse_line(std::string_view line)
-{
-    try {
-	return Json::parse(line);
-    } catch (const JsonError &e) {
-	std::string start(line.substr(0, 40));
-	throw Error(Error::Kind::protocol, "malformed JSON string - " + std::string(e.what()) + " (before \"" +
-					       start + "\")\n");
-    }
-}
 
 // The lines after the last 0xFF sentinel, each without its line ending, as
 // PVE's /\xff([^\n]+})\r?\n([^\n]+})\r?\n/ finds them. Only lines ending in
@@ -85,8 +75,8 @@ std::optional<Json> AgentClient::execute(std::string_view command, const Json &a
 	size_t end = 0;
 	std::vector<std::string_view> lines = lines_after_sentinel(buffer_, 2, end);
 	if (lines.size() == 2) {
-	    Json sync_reply = parse_line(lines[0]);
-	    Json reply = parse_line(lines[1]);
+	    Json sync_reply = parse_reply_line(lines[0]);
+	    Json reply = parse_reply_line(lines[1]);
 	    buffer_.erase(0, end);
 	    Json got = sync_reply.member("return");
 	    if (got.is_null() || got.as_integer() == 0)
@@ -111,7 +101,7 @@ std::optional<Json> AgentClient::execute(std::string_view command, const Json &a
 	lines = lines_after_sentinel(buffer_, 1, end);
 	if (lines.empty())
 	    throw Error(Error::Kind::closed, "client closed connection\n");
-	Json got = parse_line(lines[0]).member("return");
+	Json got = parse_reply_line(lines[0]).member("return");
 	if (got.is_null() || got.as_integer() == 0)
 	    throw Error(Error::Kind::protocol, "received response without command id\n");
 	return std::nullopt;

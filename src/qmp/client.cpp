@@ -1,6 +1,7 @@
 #include "qmp/client.h"
 
 #include "qmp/error.h"
+#include "qmp/reply_line.h"
 
 #include <unistd.h>
 
@@ -11,18 +12,6 @@ namespace engine::qmp {
 namespace {
 
 std::atomic<unsigned long> command_counter{0};
-
-// PVE: a reply from which even Perl's JSON cannot make sense fails the queue.
-Json parse_line(std::string_view line)
-{
-    try {
-	return Json::parse(line);
-    } catch (const JsonError &e) {
-	std::string start(line.substr(0, 40));
-	throw Error(Error::Kind::protocol, "malformed JSON string - " + std::string(e.what()) + " (before \"" +
-					       start + "\")\n");
-    }
-}
 
 } // namespace
 
@@ -79,7 +68,7 @@ Json Client::read_reply(const std::string &id)
 	if (!line.empty() && line.back() == '\r')
 	    line.remove_suffix(1);
 	bool blank = line.find_first_not_of(" \t") == std::string_view::npos;
-	Json message = blank ? Json() : parse_line(line);
+	Json message = blank ? Json() : parse_reply_line(line);
 	buffer_.erase(0, newline + 1);
 	scanned = 0;
 	if (blank)

@@ -29,12 +29,16 @@ void Fd::close_checked(const char *what)
         throw_errno(what);
 }
 
-std::size_t read_full(int fd, void *buf, std::size_t len, const char *what)
+namespace {
+
+// Repeats `read_at(done)`, a read into the buffer from byte `done` on, until
+// `len` bytes or end of file, retrying EINTR.
+template <typename ReadAt>
+std::size_t read_until_full(std::size_t len, const char *what, ReadAt read_at)
 {
-    auto *p = static_cast<unsigned char *>(buf);
     std::size_t done = 0;
     while (done < len) {
-        ssize_t n = ::read(fd, p + done, len - done);
+        ssize_t n = read_at(done);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -47,23 +51,22 @@ std::size_t read_full(int fd, void *buf, std::size_t len, const char *what)
     return done;
 }
 
+} // namespace
+
+std::size_t read_full(int fd, void *buf, std::size_t len, const char *what)
+{
+    auto *p = static_cast<unsigned char *>(buf);
+    return read_until_full(len, what,
+                           [&](std::size_t done) { return ::read(fd, p + done, len - done); });
+}
+
 std::size_t pread_full(int fd, void *buf, std::size_t len, std::uint64_t offset,
                        const char *what)
 {
     auto *p = static_cast<unsigned char *>(buf);
-    std::size_t done = 0;
-    while (done < len) {
-        ssize_t n = ::pread(fd, p + done, len - done, static_cast<off_t>(offset + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            throw_errno(what);
-        }
-        if (n == 0)
-            break;
-        done += static_cast<std::size_t>(n);
-    }
-    return done;
+    return read_until_full(len, what, [&](std::size_t done) {
+        return ::pread(fd, p + done, len - done, static_cast<off_t>(offset + done));
+    });
 }
 
 void write_all(int fd, const void *buf, std::size_t len, const char *what)

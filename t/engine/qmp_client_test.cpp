@@ -24,6 +24,7 @@ using namespace std::chrono_literals;
 using qmp_test::Connection;
 using qmp_test::FakePeer;
 using qmp_test::TempDir;
+using qmp_test::failure_text;
 
 namespace {
 
@@ -48,16 +49,6 @@ void negotiate(Connection &peer)
     std::string capabilities = peer.read_command();
     REQUIRE(Json::parse(capabilities).member("execute").as_string() == "qmp_capabilities");
     peer.write(reply(capabilities, "{}"));
-}
-
-std::string failure_text(const std::function<void()> &call)
-{
-    try {
-	call();
-    } catch (const std::exception &e) {
-	return e.what();
-    }
-    return "(no exception)";
 }
 
 } // namespace

@@ -27,6 +27,7 @@ using namespace engine::qmp;
 using namespace std::chrono_literals;
 using qmp_test::Child;
 using qmp_test::TempDir;
+using qmp_test::failure_text;
 
 namespace {
 
@@ -79,16 +80,6 @@ struct Vm {
 	return "";
     }
 };
-
-std::string failure_text(const std::function<void()> &call)
-{
-    try {
-	call();
-    } catch (const std::exception &e) {
-	return e.what();
-    }
-    return "(no exception)";
-}
 
 // Whether `fd_path` (a /proc/<pid>/fd link target) is among QEMU's fds.
 bool qemu_holds(pid_t pid, const std::string &target)

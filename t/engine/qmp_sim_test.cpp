@@ -26,6 +26,7 @@ using namespace engine::qmp;
 using namespace std::chrono_literals;
 using qmp_test::Child;
 using qmp_test::TempDir;
+using qmp_test::failure_text;
 
 namespace {
 
@@ -56,16 +57,6 @@ std::string slurp(const std::string &path)
 {
     std::ifstream file(path, std::ios::binary);
     return std::string(std::istreambuf_iterator<char>(file), {});
-}
-
-std::string failure_text(const std::function<void()> &call)
-{
-    try {
-	call();
-    } catch (const std::exception &e) {
-	return e.what();
-    }
-    return "(no exception)";
 }
 
 struct Sim {

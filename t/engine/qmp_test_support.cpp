@@ -10,27 +10,21 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <stdexcept>
 
 namespace qmp_test {
 
 using engine::Fd;
 
-TempDir::TempDir()
+std::string failure_text(const std::function<void()> &call)
 {
-    std::string pattern = (std::filesystem::temp_directory_path() / "qmp-test-XXXXXX").string();
-    if (!::mkdtemp(pattern.data()))
-	throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-}
-
-TempDir::~TempDir()
-{
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
+    try {
+	call();
+    } catch (const std::exception &e) {
+	return e.what();
+    }
+    return "(no exception)";
 }
 
 bool Connection::fill(engine::Fd *passed)

@@ -1,8 +1,9 @@
-// Test helpers for the QMP client: a private temporary directory, a fake
-// peer that serves one unix-socket connection with a scripted exchange, and
+// Test helpers for the QMP client: a private temporary directory, the text
+// of a failure, a fake peer that serves one unix-socket connection with a scripted exchange, and
 // a child process that is killed and reaped on every exit path.
 #pragma once
 
+#include "temp_dir.h"
 #include "util/fd.h"
 
 #include <sys/types.h>
@@ -15,18 +16,10 @@
 
 namespace qmp_test {
 
-class TempDir {
-  public:
-    TempDir();
-    ~TempDir();
-    TempDir(const TempDir &) = delete;
-    TempDir &operator=(const TempDir &) = delete;
-    const std::string &path() const { return path_; }
-    std::string file(const std::string &name) const { return path_ + "/" + name; }
+using engine_test::TempDir;
 
-  private:
-    std::string path_;
-};
+// What `call` threw (its what()), or "(no exception)".
+std::string failure_text(const std::function<void()> &call);
 
 // The peer's end of one accepted connection, with a 10 s safety bound on
 // every wait so a broken test fails instead of hanging.

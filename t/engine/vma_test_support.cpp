@@ -10,27 +10,11 @@
 #include <cstring>
 
 #include <algorithm>
-#include <cstdlib>
 #include <fcntl.h>
-#include <filesystem>
 #include <sys/mman.h>
 #include <unistd.h>
 
 namespace vma_test {
-
-TempDir::TempDir()
-{
-    std::string templ = (std::filesystem::temp_directory_path() / "vma-test.XXXXXX").string();
-    if (!mkdtemp(templ.data()))
-        engine::throw_errno("mkdtemp");
-    path_ = templ;
-}
-
-TempDir::~TempDir()
-{
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-}
 
 Bytes read_file(const std::string &path)
 {

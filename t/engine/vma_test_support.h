@@ -2,6 +2,7 @@
 // in-memory archives.
 #pragma once
 
+#include "temp_dir.h"
 #include "util/uuid.h"
 
 #include <cstdint>
@@ -13,19 +14,7 @@ namespace vma_test {
 
 using Bytes = std::vector<std::uint8_t>;
 
-// A fresh directory under $TMPDIR, removed with its contents on destruction.
-class TempDir {
-public:
-    TempDir();
-    ~TempDir();
-    TempDir(const TempDir &) = delete;
-    TempDir &operator=(const TempDir &) = delete;
-    const std::string &path() const { return path_; }
-    std::string operator/(const std::string &name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
-};
+using engine_test::TempDir;
 
 Bytes read_file(const std::string &path);
 void write_file(const std::string &path, const Bytes &data);
