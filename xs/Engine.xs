@@ -93,9 +93,7 @@ template <class Body> static SV *engine_call_interruptible(pTHX_ Body &&body)
     SV *result = nullptr;
     try {
 	result = body();
-    } catch (const engine::backup::Interrupted &e) {
-	error = newSVpv(e.what(), 0);
-    } catch (const std::exception &e) {
+    } catch (const std::exception &e) { // Interrupted included
 	error = newSVpv(e.what(), 0);
     }
     if (error) {

@@ -3,7 +3,6 @@
 #include "backup/render.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <ctime>

@@ -6,7 +6,6 @@
 #include "vma/restore.h"
 #include "vma/restore_map.h"
 
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <ctime>

@@ -2,7 +2,9 @@
 #include "cli/vma_commands.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <string>
 #include <unistd.h>
 
 namespace vma_cli {

@@ -39,13 +39,6 @@ Json Client::execute(std::string_view command, const Json &arguments, int fd)
     return read_reply(id);
 }
 
-std::string Client::human_monitor_command(std::string_view command_line)
-{
-    Json arguments = Json::object();
-    arguments.set("command-line", Json::string(command_line));
-    return execute("human-monitor-command", arguments).as_string();
-}
-
 // Lines are handled as PVE::QMPClient::mux_input does: the greeting is kept
 // aside, any error desc fails the queue, events are set aside, anything else
 // must carry the current command's id.

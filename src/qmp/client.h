@@ -49,10 +49,6 @@ class Client {
     // without or with another id).
     Json execute(std::string_view command, const Json &arguments = Json::object(), int fd = -1);
 
-    // human-monitor-command: the HMP output text (QEMU reports HMP errors as
-    // successful replies carrying the error text, e.g. "Duplicate ID ...").
-    std::string human_monitor_command(std::string_view command_line);
-
     // Every event seen so far, in arrival order ({"event","data","timestamp"}).
     const std::vector<Json> &events() const { return events_; }
     // The {"QMP": ...} greeting once it has been read (null before).

@@ -25,8 +25,10 @@ struct Peer {
 Json command(const Peer &peer, const std::string &execute, const Json &arguments,
 	     std::chrono::milliseconds timeout = {});
 
-// human-monitor-command with `command_line`; returns the HMP output text.
-// Throws CommandFailed naming 'human-monitor-command'.
+// human-monitor-command with `command_line`; returns the HMP output text
+// (QEMU reports HMP errors as successful replies carrying the error text,
+// e.g. "Duplicate ID ..."). Throws CommandFailed naming
+// 'human-monitor-command'.
 std::string human_monitor_command(const Peer &peer, const std::string &command_line,
 				  std::chrono::milliseconds timeout = {});
 

@@ -13,7 +13,7 @@ namespace engine::vma {
 class ArchiveOutput {
 public:
     // Opens or starts the target. Throws Error("can't open file X - ...") or
-    // Error("can't start command 'C' - ...").
+    // Error("can't popen command 'C' - ...").
     explicit ArchiveOutput(const std::string &target);
     // Without commit(): closes the fd, waits for the command, and removes a
     // file it created, so a failed run leaves no partial archive behind.
