@@ -114,11 +114,20 @@ void ClusterStream::start_batch(Slot &slot, std::uint64_t first)
 
 void ClusterStream::finish_batch(Slot &slot)
 {
-    while (!slot.cookies.empty()) {
-        std::uint64_t cookie = slot.cookies.back();
-        slot.cookies.pop_back();
-        connection_.finish_read(cookie);
+    // every read must have landed before the slot is reused or freed, also
+    // after one of them failed (a dead connection retires the rest at once)
+    std::exception_ptr failure;
+    for (std::uint64_t cookie : slot.cookies) {
+        try {
+            connection_.finish_read(cookie);
+        } catch (const Error &) {
+            if (!failure)
+                failure = std::current_exception();
+        }
     }
+    slot.cookies.clear();
+    if (failure)
+        std::rethrow_exception(failure);
 }
 
 void ClusterStream::read_ahead()
@@ -141,9 +150,11 @@ void ClusterStream::read_ahead()
                     slot = free_.front();
                     free_.pop_front();
                 }
+                // in flight before its first read: a failure part way
+                // through must still wait for the reads it started
+                in_flight.push_back(slot);
                 start_batch(*slot, next_first);
                 next_first += slot->count;
-                in_flight.push_back(slot);
             }
             if (in_flight.empty())
                 break;

@@ -23,26 +23,28 @@ struct Qemu {
     }
 };
 
-// The node a copy-before-write filter reads from (its "file" child): the
-// device's original node. Only QEMU's debug graph names a node's children.
-std::string filtered_node(const Qemu &qemu, const std::string &filter)
+// The node `parent` reads through its "file" child: under a left-over
+// filter the device's original node, under a fleecing node its image file's
+// node (whose own file name is plain, where the fleecing node's may be a
+// "json:{...}" description). Only QEMU's debug graph names a node's children.
+std::string file_child(const Qemu &qemu, const std::string &parent)
 {
     Json graph = qemu("x-debug-query-block-graph");
     Json nodes = graph.member("nodes");
     std::map<int64_t, std::string> names;
-    int64_t filter_id = -1;
+    int64_t parent_id = -1;
     for (size_t i = 0; i < nodes.size(); i++) {
         names[nodes.at(i).member("id").as_integer()] = nodes.at(i).member("name").as_string();
-        if (nodes.at(i).member("name").as_string() == filter)
-            filter_id = nodes.at(i).member("id").as_integer();
+        if (nodes.at(i).member("name").as_string() == parent)
+            parent_id = nodes.at(i).member("id").as_integer();
     }
     Json edges = graph.member("edges");
     for (size_t i = 0; i < edges.size(); i++) {
         Json edge = edges.at(i);
-        if (edge.member("parent").as_integer() == filter_id && edge.member("name").as_string() == "file")
+        if (edge.member("parent").as_integer() == parent_id && edge.member("name").as_string() == "file")
             return names.at(edge.member("child").as_integer());
     }
-    throw Error("unable to find the node under the left-over filter '" + filter + "'");
+    throw Error("unable to find the node under the left-over node '" + parent + "'");
 }
 
 std::string base_name(const std::string &path)
@@ -120,12 +122,14 @@ void remove_leftovers(const qmp::Peer &peer, const std::function<void(const std:
         if (!drive.qom_path.empty())
             qemu("qom-set", object({{"path", str(drive.qom_path)},
                                     {"property", str("drive")},
-                                    {"value", str(filtered_node(qemu, names::filter_node(id)))}}));
+                                    {"value", str(file_child(qemu, names::filter_node(id)))}}));
         remove_node(names::filter_node(id));
-        remove_node(names::fleece_node(id));
-        auto image = node_files.find(names::fleece_node(id));
-        if (image != node_files.end() && base_name(image->second) == names::temp_image(id))
-            unlink(image->second.c_str());
+        if (node_files.count(names::fleece_node(id))) {
+            std::string image = node_files.at(file_child(qemu, names::fleece_node(id)));
+            remove_node(names::fleece_node(id));
+            if (base_name(image) == names::temp_image(id))
+                unlink(image.c_str());
+        }
     }
 }
 

@@ -158,3 +158,27 @@ TEST_CASE("nbd cluster stream: a server that goes away fails the read", "[nbd]")
         }(),
         Catch::Contains("NBD read on export 'disk' failed"));
 }
+
+TEST_CASE("nbd cluster stream: a failing read fails the stream after the reads in flight landed", "[nbd]")
+{
+    SparseImage image;
+    // blkdebug fails every read touching the sector at 3 MiB + 4 KiB with EIO
+    const std::string socket = image.dir / "nbd.sock";
+    qmp_test::Child server({"qemu-nbd", "--read-only", "--persistent", "--export-name=disk", "--socket=" + socket,
+                            "--image-opts",
+                            "driver=raw,file.driver=blkdebug,file.image.driver=file,file.image.filename=" + image.path +
+                                ",file.inject-error.0.event=read_aio,file.inject-error.0.errno=5"
+                                ",file.inject-error.0.once=off,file.inject-error.0.sector=" +
+                                std::to_string((3 * kMiB + 4096) / 512)});
+    REQUIRE(qmp_test::wait_for_socket(socket, 10s));
+    engine::nbd::Connection connection(socket, "disk");
+    engine::nbd::ClusterStream stream(connection, {.cluster_size = kCluster, .batch_clusters = 4, .window = 4});
+    std::uint64_t clusters = 0;
+    CHECK_THROWS_WITH(
+        [&] {
+            while (auto batch = stream.next())
+                clusters += batch->count;
+        }(),
+        Catch::Contains("NBD read on export 'disk' failed"));
+    CHECK(clusters < 3 * kMiB / kCluster + 1); // nothing past the failed cluster
+}
