@@ -10,8 +10,8 @@
 namespace engine::backup {
 
 struct CompressorPipe {
-	pid_t pid;	// the compressor; the caller reaps it (waitpid)
-	int write_fd;	// the pipe's write end, owned by the caller (close-on-exec)
+    pid_t pid;    // the compressor; the caller reaps it (waitpid)
+    int write_fd; // the pipe's write end, owned by the caller (close-on-exec)
 };
 
 // Starts `command` (e.g. "zstd --threads=1") with stdin = a new pipe's read

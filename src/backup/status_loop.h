@@ -15,24 +15,24 @@ namespace engine::backup {
 // which is how the original Perl code treats them ("|| 0", "||"); only
 // `dirty` needs to know whether it was present.
 struct BackupStatus {
-	std::string status;
-	std::string errmsg;
-	std::string uuid;
-	int64_t total = 0;
-	bool has_dirty = false;
-	int64_t dirty = 0;
-	int64_t transferred = 0;
-	int64_t zero_bytes = 0;
-	int64_t reused = 0;
-	bool finishing = false;
+    std::string status;
+    std::string errmsg;
+    std::string uuid;
+    int64_t total = 0;
+    bool has_dirty = false;
+    int64_t dirty = 0;
+    int64_t transferred = 0;
+    int64_t zero_bytes = 0;
+    int64_t reused = 0;
+    bool finishing = false;
 };
 
 // One query-pbs-bitmap-info entry.
 struct BitmapInfo {
-	std::string drive;
-	std::string action;
-	int64_t size = 0;
-	int64_t dirty = 0;
+    std::string drive;
+    std::string action;
+    int64_t size = 0;
+    int64_t dirty = 0;
 };
 
 // The "dirty-bitmap status" text for one bitmap entry ("created new",
@@ -43,35 +43,35 @@ std::string bitmap_status_text(const BitmapInfo &info);
 // Thrown by StatusLoopEnv::sleep_second when a signal is pending; the caller
 // lets the signal's own handler decide what happens next.
 class Interrupted : public std::runtime_error {
-    public:
-	Interrupted() : std::runtime_error("interrupted by signal\n") {}
+  public:
+    Interrupted() : std::runtime_error("interrupted by signal\n") {}
 };
 
 // Everything the loop needs from outside. Each member must be set.
 struct StatusLoopEnv {
-	// query-backup; throws with the QMP client's text on failure
-	std::function<BackupStatus()> query_backup;
-	// query-pbs-bitmap-info; only called when the QEMU supports it
-	std::function<std::vector<BitmapInfo>()> query_bitmap_info;
-	// receives each log line without prefix or newline, as loginfo() would
-	std::function<void(const std::string &)> log;
-	// wall clock in whole seconds (time())
-	std::function<int64_t()> now;
-	// waits one second; throws Interrupted when a signal arrives meanwhile
-	std::function<void()> sleep_second;
+    // query-backup; throws with the QMP client's text on failure
+    std::function<BackupStatus()> query_backup;
+    // query-pbs-bitmap-info; only called when the QEMU supports it
+    std::function<std::vector<BitmapInfo>()> query_bitmap_info;
+    // receives each log line without prefix or newline, as loginfo() would
+    std::function<void(const std::string &)> log;
+    // wall clock in whole seconds (time())
+    std::function<int64_t()> now;
+    // waits one second; throws Interrupted when a signal arrives meanwhile
+    std::function<void()> sleep_second;
 };
 
 struct StatusLoopOptions {
-	std::string job_uuid;
-	// QEMU reports 'query-bitmap-info' support (PBS backups)
-	bool has_query_bitmap = false;
-	// templates get no per-drive dirty-bitmap lines
-	bool is_template = false;
+    std::string job_uuid;
+    // QEMU reports 'query-bitmap-info' support (PBS backups)
+    bool has_query_bitmap = false;
+    // templates get no per-drive dirty-bitmap lines
+    bool is_template = false;
 };
 
 struct StatusLoopResult {
-	int64_t total = 0;  // the last non-zero total seen
-	int64_t reused = 0; // the last reply's reused
+    int64_t total = 0;  // the last non-zero total seen
+    int64_t reused = 0; // the last reply's reused
 };
 
 // Runs until query-backup reports a status other than "active". Returns on

@@ -20,18 +20,18 @@ BackupStatus parse_backup_status(const Json &reply);
 std::vector<BitmapInfo> parse_bitmap_info(const Json &reply);
 
 struct QmpStatusLoopHooks {
-	// runs before every QMP command; throws to refuse it (PVE's
-	// "VM <vmid> not running" check)
-	std::function<void()> before_command;
-	std::function<void(const std::string &)> log;
-	// true once a signal is pending: the loop then throws Interrupted
-	std::function<bool()> interrupted;
+    // runs before every QMP command; throws to refuse it (PVE's
+    // "VM <vmid> not running" check)
+    std::function<void()> before_command;
+    std::function<void(const std::string &)> log;
+    // true once a signal is pending: the loop then throws Interrupted
+    std::function<bool()> interrupted;
 };
 
 // run_status_loop() against `peer` with the real clock. QMP failures throw
 // engine::qmp::CommandFailed ("VM <vmid> qmp command 'query-backup' failed -
 // ..."), with PVE's default timeouts.
 StatusLoopResult run_status_loop_over_qmp(const qmp::Peer &peer, const StatusLoopOptions &options,
-					  const QmpStatusLoopHooks &hooks);
+                                          const QmpStatusLoopHooks &hooks);
 
 } // namespace engine::backup

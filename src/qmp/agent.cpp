@@ -22,20 +22,20 @@ std::vector<std::string_view> lines_after_sentinel(const std::string &buffer, si
     std::vector<std::string_view> lines;
     size_t sentinel = buffer.rfind('\xff');
     if (sentinel == std::string::npos)
-	return lines;
+        return lines;
     size_t start = sentinel + 1;
     while (lines.size() < wanted) {
-	size_t newline = buffer.find('\n', start);
-	if (newline == std::string::npos)
-	    break;
-	std::string_view line(buffer.data() + start, newline - start);
-	if (!line.empty() && line.back() == '\r')
-	    line.remove_suffix(1);
-	if (line.empty() || line.back() != '}')
-	    break;
-	lines.push_back(line);
-	start = newline + 1;
-	end = start;
+        size_t newline = buffer.find('\n', start);
+        if (newline == std::string::npos)
+            break;
+        std::string_view line(buffer.data() + start, newline - start);
+        if (!line.empty() && line.back() == '\r')
+            line.remove_suffix(1);
+        if (line.empty() || line.back() != '}')
+            break;
+        lines.push_back(line);
+        start = newline + 1;
+        end = start;
     }
     return lines;
 }
@@ -48,7 +48,7 @@ long long next_agent_sync_id()
 }
 
 AgentClient::AgentClient(const std::string &socket_path, const std::string &vmid, std::chrono::milliseconds timeout,
-			 size_t max_line_bytes)
+                         size_t max_line_bytes)
     : channel_(socket_path, "VM " + vmid + " qga", std::max(timeout, std::chrono::milliseconds(1000))),
       max_line_bytes_(max_line_bytes)
 {
@@ -58,7 +58,7 @@ AgentClient::AgentClient(const std::string &socket_path, const std::string &vmid
 std::optional<Json> AgentClient::execute(std::string_view command, const Json &arguments)
 {
     if (closed_)
-	throw Error(Error::Kind::closed, "Got EOF but command queue is not empty.\n");
+        throw Error(Error::Kind::closed, "Got EOF but command queue is not empty.\n");
 
     long long id = next_agent_sync_id();
     Json sync_arguments = Json::object();
@@ -72,39 +72,39 @@ std::optional<Json> AgentClient::execute(std::string_view command, const Json &a
     channel_.send(sync.text() + "\n" + request.text() + "\n");
 
     for (;;) {
-	size_t end = 0;
-	std::vector<std::string_view> lines = lines_after_sentinel(buffer_, 2, end);
-	if (lines.size() == 2) {
-	    Json sync_reply = parse_reply_line(lines[0]);
-	    Json reply = parse_reply_line(lines[1]);
-	    buffer_.erase(0, end);
-	    Json got = sync_reply.member("return");
-	    if (got.is_null() || got.as_integer() == 0)
-		throw Error(Error::Kind::protocol, "received response without command id\n");
-	    if (got.as_integer() < id)
-		continue; // a reply meant for an earlier client
-	    if (got.as_integer() != id) {
-		throw Error(Error::Kind::protocol, "got wrong command id '" + got.as_string() + "' (expected " +
-						       std::to_string(id) + ")\n");
-	    }
-	    return reply;
-	}
-	if (buffer_.size() > max_line_bytes_) {
-	    throw Error(Error::Kind::protocol,
-			"agent reply exceeds " + std::to_string(max_line_bytes_) + " bytes\n");
-	}
-	if (channel_.receive(buffer_))
-	    continue;
+        size_t end = 0;
+        std::vector<std::string_view> lines = lines_after_sentinel(buffer_, 2, end);
+        if (lines.size() == 2) {
+            Json sync_reply = parse_reply_line(lines[0]);
+            Json reply = parse_reply_line(lines[1]);
+            buffer_.erase(0, end);
+            Json got = sync_reply.member("return");
+            if (got.is_null() || got.as_integer() == 0)
+                throw Error(Error::Kind::protocol, "received response without command id\n");
+            if (got.as_integer() < id)
+                continue; // a reply meant for an earlier client
+            if (got.as_integer() != id) {
+                throw Error(Error::Kind::protocol, "got wrong command id '" + got.as_string() + "' (expected " +
+                                                       std::to_string(id) + ")\n");
+            }
+            return reply;
+        }
+        if (buffer_.size() > max_line_bytes_) {
+            throw Error(Error::Kind::protocol,
+                        "agent reply exceeds " + std::to_string(max_line_bytes_) + " bytes\n");
+        }
+        if (channel_.receive(buffer_))
+            continue;
 
-	// EOF: fine once the agent acknowledged the sync (it may shut down).
-	closed_ = true;
-	lines = lines_after_sentinel(buffer_, 1, end);
-	if (lines.empty())
-	    throw Error(Error::Kind::closed, "client closed connection\n");
-	Json got = parse_reply_line(lines[0]).member("return");
-	if (got.is_null() || got.as_integer() == 0)
-	    throw Error(Error::Kind::protocol, "received response without command id\n");
-	return std::nullopt;
+        // EOF: fine once the agent acknowledged the sync (it may shut down).
+        closed_ = true;
+        lines = lines_after_sentinel(buffer_, 1, end);
+        if (lines.empty())
+            throw Error(Error::Kind::closed, "client closed connection\n");
+        Json got = parse_reply_line(lines[0]).member("return");
+        if (got.is_null() || got.as_integer() == 0)
+            throw Error(Error::Kind::protocol, "received response without command id\n");
+        return std::nullopt;
     }
 }
 

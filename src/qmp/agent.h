@@ -22,7 +22,7 @@ class AgentClient {
   public:
     // Connects to `socket_path`; errors name it "VM <vmid> qga socket".
     AgentClient(const std::string &socket_path, const std::string &vmid, std::chrono::milliseconds timeout,
-		size_t max_line_bytes = 64 << 20);
+                size_t max_line_bytes = 64 << 20);
 
     // Sends {"execute":"guest-sync-delimited","arguments":{"id":<id>}}\n and
     // {"execute":<command>,"arguments":{...}}\n, then waits for the agent's

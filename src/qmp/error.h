@@ -11,11 +11,11 @@ namespace engine::qmp {
 class Error : public std::runtime_error {
   public:
     enum class Kind {
-	connect,  // "unable to connect to VM <vmid> <qmp|qga> socket - ..."
-	timeout,  // "got timeout"
-	closed,   // "client closed connection", or agent EOF with commands left
-	command,  // the peer answered with an error: text is its desc
-	protocol, // malformed or unexpected reply (bad id, bad JSON, too large)
+        connect,  // "unable to connect to VM <vmid> <qmp|qga> socket - ..."
+        timeout,  // "got timeout"
+        closed,   // "client closed connection", or agent EOF with commands left
+        command,  // the peer answered with an error: text is its desc
+        protocol, // malformed or unexpected reply (bad id, bad JSON, too large)
     };
 
     Error(Kind kind, std::string text) : std::runtime_error(std::move(text)), kind_(kind) {}
@@ -31,7 +31,7 @@ class Error : public std::runtime_error {
 class CommandFailed : public Error {
   public:
     CommandFailed(const std::string &vmid, const std::string &execute, const Error &cause)
-	: Error(cause.kind(), "VM " + vmid + " qmp command '" + execute + "' failed - " + cause.what())
+        : Error(cause.kind(), "VM " + vmid + " qmp command '" + execute + "' failed - " + cause.what())
     {
     }
 };

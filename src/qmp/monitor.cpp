@@ -24,15 +24,15 @@ bool carries_fd(const std::string &execute)
 Json command(const Peer &peer, const std::string &execute, const Json &arguments, std::chrono::milliseconds timeout)
 {
     try {
-	Client client(peer.socket_path, peer.vmid, {.timeout = or_default(timeout, default_timeout(execute))});
-	return client.execute(execute, arguments);
+        Client client(peer.socket_path, peer.vmid, {.timeout = or_default(timeout, default_timeout(execute))});
+        return client.execute(execute, arguments);
     } catch (const Error &e) {
-	throw CommandFailed(peer.vmid, execute, e);
+        throw CommandFailed(peer.vmid, execute, e);
     }
 }
 
 std::string human_monitor_command(const Peer &peer, const std::string &command_line,
-				  std::chrono::milliseconds timeout)
+                                  std::chrono::milliseconds timeout)
 {
     Json arguments = Json::object();
     arguments.set("command-line", Json::string(command_line));
@@ -40,32 +40,32 @@ std::string human_monitor_command(const Peer &peer, const std::string &command_l
 }
 
 std::vector<Json> batch(const Peer &peer, const std::vector<BatchCommand> &commands, int fd,
-			std::chrono::milliseconds timeout)
+                        std::chrono::milliseconds timeout)
 {
     std::vector<Json> results;
     if (commands.empty())
-	return results; // PVE opens no connection for an empty queue
+        return results; // PVE opens no connection for an empty queue
     Client client(peer.socket_path, peer.vmid, {.timeout = or_default(timeout, batch_default_timeout)});
     for (const BatchCommand &each : commands)
-	results.push_back(client.execute(each.execute, each.arguments, carries_fd(each.execute) ? fd : -1));
+        results.push_back(client.execute(each.execute, each.arguments, carries_fd(each.execute) ? fd : -1));
     return results;
 }
 
 Json agent_command(const Peer &agent, const std::string &execute, const Json &arguments,
-		   std::chrono::milliseconds timeout)
+                   std::chrono::milliseconds timeout)
 {
     try {
-	AgentClient client(agent.socket_path, agent.vmid, or_default(timeout, default_timeout(execute)));
-	std::optional<Json> reply = client.execute(execute, arguments);
-	if (!reply)
-	    return Json();
-	if (reply->has("return") || !reply->has("error"))
-	    return reply->member("return");
-	Json wrapped = Json::object();
-	wrapped.set("error", reply->member("error"));
-	return wrapped;
+        AgentClient client(agent.socket_path, agent.vmid, or_default(timeout, default_timeout(execute)));
+        std::optional<Json> reply = client.execute(execute, arguments);
+        if (!reply)
+            return Json();
+        if (reply->has("return") || !reply->has("error"))
+            return reply->member("return");
+        Json wrapped = Json::object();
+        wrapped.set("error", reply->member("error"));
+        return wrapped;
     } catch (const Error &e) {
-	throw CommandFailed(agent.vmid, execute, e);
+        throw CommandFailed(agent.vmid, execute, e);
     }
 }
 

@@ -23,14 +23,14 @@ struct Peer {
 // PVE::QMPClient::cmd on a qmp socket: returns the reply's "return".
 // Throws CommandFailed: "VM <vmid> qmp command '<execute>' failed - <error>".
 Json command(const Peer &peer, const std::string &execute, const Json &arguments,
-	     std::chrono::milliseconds timeout = {});
+             std::chrono::milliseconds timeout = {});
 
 // human-monitor-command with `command_line`; returns the HMP output text
 // (QEMU reports HMP errors as successful replies carrying the error text,
 // e.g. "Duplicate ID ..."). Throws CommandFailed naming
 // 'human-monitor-command'.
 std::string human_monitor_command(const Peer &peer, const std::string &command_line,
-				  std::chrono::milliseconds timeout = {});
+                                  std::chrono::milliseconds timeout = {});
 
 struct BatchCommand {
     std::string execute;
@@ -43,7 +43,7 @@ struct BatchCommand {
 // order. Throws the bare queue Error (e.g. "got timeout\n"), as
 // queue_execute dies, on the first failure; later commands are not sent.
 std::vector<Json> batch(const Peer &peer, const std::vector<BatchCommand> &commands, int fd,
-			std::chrono::milliseconds timeout = {});
+                        std::chrono::milliseconds timeout = {});
 
 // PVE::QMPClient::cmd on the guest agent socket: the sync handshake, then
 // the command. Returns "return", or {"error": {...}} when the agent answered
@@ -51,6 +51,6 @@ std::vector<Json> batch(const Peer &peer, const std::vector<BatchCommand> &comma
 // Throws CommandFailed: "VM <vmid> qmp command '<execute>' failed - <error>"
 // (PVE says "qmp" for agent commands too; connect errors say "qga socket").
 Json agent_command(const Peer &agent, const std::string &execute, const Json &arguments,
-		   std::chrono::milliseconds timeout = {});
+                   std::chrono::milliseconds timeout = {});
 
 } // namespace engine::qmp

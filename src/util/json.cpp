@@ -12,7 +12,7 @@ namespace {
 json_object *checked(json_object *created)
 {
     if (!created)
-	throw std::bad_alloc();
+        throw std::bad_alloc();
     return created;
 }
 
@@ -56,10 +56,10 @@ Json Json::boolean(bool value)
 Json Json::parse(std::string_view text)
 {
     if (text.size() > static_cast<size_t>(INT32_MAX))
-	throw JsonError("JSON text too large");
+        throw JsonError("JSON text too large");
     json_tokener *tokener = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
     if (!tokener)
-	throw std::bad_alloc();
+        throw std::bad_alloc();
     json_tokener_set_flags(tokener, JSON_TOKENER_STRICT);
     json_object *parsed = json_tokener_parse_ex(tokener, text.data(), static_cast<int>(text.size()));
     json_tokener_error status = json_tokener_get_error(tokener);
@@ -68,12 +68,12 @@ Json Json::parse(std::string_view text)
 
     Json value(parsed);
     if (status == json_tokener_continue)
-	throw JsonError("unexpected end of JSON text");
+        throw JsonError("unexpected end of JSON text");
     if (status != json_tokener_success)
-	throw JsonError(json_tokener_error_desc(status));
+        throw JsonError(json_tokener_error_desc(status));
     for (size_t i = consumed; i < text.size(); i++) {
-	if (text[i] != ' ' && text[i] != '\t' && text[i] != '\r' && text[i] != '\n')
-	    throw JsonError("garbage after JSON text");
+        if (text[i] != ' ' && text[i] != '\t' && text[i] != '\r' && text[i] != '\n')
+            throw JsonError("garbage after JSON text");
     }
     return value;
 }
@@ -87,16 +87,16 @@ Json Json::member(const char *key) const
 {
     json_object *value = nullptr;
     if (!is_object() || !json_object_object_get_ex(object_, key, &value))
-	return Json();
+        return Json();
     return borrow(value);
 }
 
 Json &Json::set(const char *key, Json value)
 {
     if (!is_object())
-	throw std::logic_error("Json::set on a non-object");
+        throw std::logic_error("Json::set on a non-object");
     if (json_object_object_add(object_, key, value.object_) != 0)
-	throw std::bad_alloc();
+        throw std::bad_alloc();
     value.object_ = nullptr; // the object now owns that reference
     return *this;
 }
@@ -104,7 +104,7 @@ Json &Json::set(const char *key, Json value)
 void Json::remove(const char *key)
 {
     if (is_object())
-	json_object_object_del(object_, key);
+        json_object_object_del(object_, key);
 }
 
 size_t Json::size() const
@@ -115,16 +115,16 @@ size_t Json::size() const
 Json Json::at(size_t index) const
 {
     if (!is_array() || index >= json_object_array_length(object_))
-	return Json();
+        return Json();
     return borrow(json_object_array_get_idx(object_, index));
 }
 
 Json &Json::append(Json value)
 {
     if (!is_array())
-	throw std::logic_error("Json::append on a non-array");
+        throw std::logic_error("Json::append on a non-array");
     if (json_object_array_add(object_, value.object_) != 0)
-	throw std::bad_alloc();
+        throw std::bad_alloc();
     value.object_ = nullptr;
     return *this;
 }
@@ -132,7 +132,7 @@ Json &Json::append(Json value)
 std::string Json::as_string() const
 {
     if (is_string())
-	return std::string(json_object_get_string(object_), json_object_get_string_len(object_));
+        return std::string(json_object_get_string(object_), json_object_get_string_len(object_));
     return text();
 }
 
@@ -155,7 +155,7 @@ std::string Json::text() const
 {
     size_t length = 0;
     const char *text = json_object_to_json_string_length(
-	object_, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &length);
+        object_, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &length);
     return std::string(text, length);
 }
 

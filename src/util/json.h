@@ -42,8 +42,8 @@ class Json {
     Json(Json &&other) noexcept : object_(other.object_) { other.object_ = nullptr; }
     Json &operator=(Json other) noexcept
     {
-	std::swap(object_, other.object_);
-	return *this;
+        std::swap(object_, other.object_);
+        return *this;
     }
     ~Json() { json_object_put(object_); }
 

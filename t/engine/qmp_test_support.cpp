@@ -20,9 +20,9 @@ using engine::Fd;
 std::string failure_text(const std::function<void()> &call)
 {
     try {
-	call();
+        call();
     } catch (const std::exception &e) {
-	return e.what();
+        return e.what();
     }
     return "(no exception)";
 }
@@ -31,7 +31,7 @@ bool Connection::fill(engine::Fd *passed)
 {
     pollfd watch{fd_.get(), POLLIN, 0};
     if (::poll(&watch, 1, 10'000) <= 0)
-	throw std::runtime_error("fake peer: nothing received within 10 s");
+        throw std::runtime_error("fake peer: nothing received within 10 s");
     char chunk[65536];
     iovec data{chunk, sizeof(chunk)};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
@@ -42,18 +42,18 @@ bool Connection::fill(engine::Fd *passed)
     message.msg_controllen = sizeof(control);
     ssize_t got = ::recvmsg(fd_.get(), &message, MSG_CMSG_CLOEXEC);
     if (got < 0 && errno == ECONNRESET)
-	return false;
+        return false;
     if (got < 0)
-	throw std::runtime_error(std::string("fake peer: recvmsg: ") + std::strerror(errno));
+        throw std::runtime_error(std::string("fake peer: recvmsg: ") + std::strerror(errno));
     for (cmsghdr *header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
-	if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS) {
-	    int fd;
-	    std::memcpy(&fd, CMSG_DATA(header), sizeof(fd));
-	    if (passed)
-		*passed = engine::Fd(fd);
-	    else
-		::close(fd);
-	}
+        if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS) {
+            int fd;
+            std::memcpy(&fd, CMSG_DATA(header), sizeof(fd));
+            if (passed)
+                *passed = engine::Fd(fd);
+            else
+                ::close(fd);
+        }
     }
     pending_.append(chunk, static_cast<size_t>(got));
     return got > 0;
@@ -63,8 +63,8 @@ std::string Connection::read_until(const std::string &marker)
 {
     size_t found;
     while ((found = pending_.find(marker)) == std::string::npos) {
-	if (!fill())
-	    throw std::runtime_error("fake peer: EOF before '" + marker + "'");
+        if (!fill())
+            throw std::runtime_error("fake peer: EOF before '" + marker + "'");
     }
     std::string text = pending_.substr(0, found + marker.size());
     pending_.erase(0, found + marker.size());
@@ -79,21 +79,21 @@ size_t object_length(const std::string &text)
     int depth = 0;
     bool in_string = false, escaped = false;
     for (size_t i = 0; i < text.size(); i++) {
-	char c = text[i];
-	if (in_string) {
-	    if (escaped)
-		escaped = false;
-	    else if (c == '\\')
-		escaped = true;
-	    else if (c == '"')
-		in_string = false;
-	} else if (c == '"') {
-	    in_string = true;
-	} else if (c == '{') {
-	    depth++;
-	} else if (c == '}' && --depth == 0) {
-	    return i + 1;
-	}
+        char c = text[i];
+        if (in_string) {
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{') {
+            depth++;
+        } else if (c == '}' && --depth == 0) {
+            return i + 1;
+        }
     }
     return 0;
 }
@@ -110,8 +110,8 @@ std::string Connection::read_command_with_fd(engine::Fd &passed)
 {
     size_t length;
     while ((length = object_length(pending_)) == 0) {
-	if (!fill(&passed))
-	    throw std::runtime_error("fake peer: EOF before a complete command");
+        if (!fill(&passed))
+            throw std::runtime_error("fake peer: EOF before a complete command");
     }
     std::string command = pending_.substr(0, length);
     pending_.erase(0, length);
@@ -122,17 +122,17 @@ bool Connection::write(const std::string &bytes)
 {
     size_t done = 0;
     while (done < bytes.size()) {
-	pollfd watch{fd_.get(), POLLOUT, 0};
-	if (::poll(&watch, 1, 10'000) <= 0)
-	    throw std::runtime_error("fake peer: client took nothing within 10 s");
-	ssize_t sent = ::send(fd_.get(), bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
-	if (sent < 0 && (errno == EINTR || errno == EAGAIN))
-	    continue;
-	if (sent < 0 && (errno == EPIPE || errno == ECONNRESET))
-	    return false;
-	if (sent < 0)
-	    throw std::runtime_error(std::string("fake peer: send: ") + std::strerror(errno));
-	done += static_cast<size_t>(sent);
+        pollfd watch{fd_.get(), POLLOUT, 0};
+        if (::poll(&watch, 1, 10'000) <= 0)
+            throw std::runtime_error("fake peer: client took nothing within 10 s");
+        ssize_t sent = ::send(fd_.get(), bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (sent < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (sent < 0 && (errno == EPIPE || errno == ECONNRESET))
+            return false;
+        if (sent < 0)
+            throw std::runtime_error(std::string("fake peer: send: ") + std::strerror(errno));
+        done += static_cast<size_t>(sent);
     }
     return true;
 }
@@ -150,28 +150,28 @@ FakePeer::FakePeer(const std::string &path, Script script, int connections)
     address.sun_family = AF_UNIX;
     std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
     if (::bind(listener_.get(), reinterpret_cast<sockaddr *>(&address), sizeof(address)) != 0 ||
-	::listen(listener_.get(), 4) != 0)
-	throw std::runtime_error("fake peer: cannot listen on " + path + ": " + std::strerror(errno));
+        ::listen(listener_.get(), 4) != 0)
+        throw std::runtime_error("fake peer: cannot listen on " + path + ": " + std::strerror(errno));
     thread_ = std::thread([this, script, connections] {
-	try {
-	    for (int i = 0; i < connections; i++) {
-		pollfd watch{listener_.get(), POLLIN, 0};
-		if (::poll(&watch, 1, 10'000) <= 0)
-		    throw std::runtime_error("fake peer: no client within 10 s");
-		Connection connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-		script(connection);
-	    }
-	} catch (const std::exception &e) {
-	    failure_ = e.what();
-	}
+        try {
+            for (int i = 0; i < connections; i++) {
+                pollfd watch{listener_.get(), POLLIN, 0};
+                if (::poll(&watch, 1, 10'000) <= 0)
+                    throw std::runtime_error("fake peer: no client within 10 s");
+                Connection connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+                script(connection);
+            }
+        } catch (const std::exception &e) {
+            failure_ = e.what();
+        }
     });
 }
 
 std::string FakePeer::finish()
 {
     if (!joined_) {
-	thread_.join();
-	joined_ = true;
+        thread_.join();
+        joined_ = true;
     }
     return failure_;
 }
@@ -185,22 +185,22 @@ Child::Child(const std::vector<std::string> &argv)
 {
     std::vector<char *> args;
     for (const std::string &arg : argv)
-	args.push_back(const_cast<char *>(arg.c_str()));
+        args.push_back(const_cast<char *>(arg.c_str()));
     args.push_back(nullptr);
     pid_ = ::fork();
     if (pid_ < 0)
-	throw std::runtime_error("fork failed");
+        throw std::runtime_error("fork failed");
     if (pid_ == 0) {
-	::execvp(args[0], args.data());
-	::_exit(127);
+        ::execvp(args[0], args.data());
+        ::_exit(127);
     }
 }
 
 Child::~Child()
 {
     if (pid_ > 0) {
-	::kill(pid_, SIGKILL);
-	::waitpid(pid_, nullptr, 0);
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
     }
 }
 
@@ -208,15 +208,15 @@ int Child::wait_exit(std::chrono::milliseconds limit)
 {
     auto end = std::chrono::steady_clock::now() + limit;
     for (;;) {
-	int status;
-	pid_t done = ::waitpid(pid_, &status, WNOHANG);
-	if (done == pid_) {
-	    pid_ = -1;
-	    return status;
-	}
-	if (std::chrono::steady_clock::now() >= end)
-	    return -1;
-	std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        int status;
+        pid_t done = ::waitpid(pid_, &status, WNOHANG);
+        if (done == pid_) {
+            pid_ = -1;
+            return status;
+        }
+        if (std::chrono::steady_clock::now() >= end)
+            return -1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
 }
 
@@ -225,9 +225,9 @@ bool wait_for_socket(const std::string &path, std::chrono::milliseconds limit)
     auto end = std::chrono::steady_clock::now() + limit;
     struct stat info;
     while (::stat(path.c_str(), &info) != 0 || !S_ISSOCK(info.st_mode)) {
-	if (std::chrono::steady_clock::now() >= end)
-	    return false;
-	std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        if (std::chrono::steady_clock::now() >= end)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     return true;
 }

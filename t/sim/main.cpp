@@ -41,11 +41,11 @@
 int main(int argc, char **argv)
 {
     try {
-	pve_sim::Options options = pve_sim::parse_options(argc, argv);
-	pve_sim::Server server(options);
-	return server.run();
+        pve_sim::Options options = pve_sim::parse_options(argc, argv);
+        pve_sim::Server server(options);
+        return server.run();
     } catch (const std::exception &e) {
-	std::fprintf(stderr, "pve-qemu-sim: %s\n", e.what());
-	return 2;
+        std::fprintf(stderr, "pve-qemu-sim: %s\n", e.what());
+        return 2;
     }
 }

@@ -9,7 +9,7 @@ namespace pve_sim {
 class QmpError : public std::runtime_error {
   public:
     explicit QmpError(const std::string &desc, std::string error_class = "GenericError")
-	: std::runtime_error(desc), class_(std::move(error_class))
+        : std::runtime_error(desc), class_(std::move(error_class))
     {
     }
     const std::string &error_class() const { return class_; }

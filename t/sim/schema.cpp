@@ -10,17 +10,17 @@ bool fits(const engine::Json &value, Type type)
 {
     switch (type) {
     case Type::string:
-	return value.type() == json_type_string;
+        return value.type() == json_type_string;
     case Type::integer:
-	return value.type() == json_type_int;
+        return value.type() == json_type_int;
     case Type::boolean:
-	return value.type() == json_type_boolean;
+        return value.type() == json_type_boolean;
     case Type::object:
-	return value.type() == json_type_object;
+        return value.type() == json_type_object;
     case Type::array:
-	return value.type() == json_type_array;
+        return value.type() == json_type_array;
     case Type::any:
-	return true;
+        return true;
     }
     return false;
 }
@@ -29,17 +29,17 @@ const char *type_name(Type type)
 {
     switch (type) {
     case Type::string:
-	return "string";
+        return "string";
     case Type::integer:
-	return "integer";
+        return "integer";
     case Type::boolean:
-	return "boolean";
+        return "boolean";
     case Type::object:
-	return "object";
+        return "object";
     case Type::array:
-	return "array";
+        return "array";
     case Type::any:
-	return "any";
+        return "any";
     }
     return "?";
 }
@@ -49,26 +49,26 @@ const char *type_name(Type type)
 void check_arguments(const engine::Json &arguments, const std::vector<Parameter> &parameters)
 {
     if (!arguments.is_null() && !arguments.is_object())
-	throw QmpError("QMP input member 'arguments' must be an object");
+        throw QmpError("QMP input member 'arguments' must be an object");
     if (arguments.is_object()) {
-	json_object_object_foreach(arguments.get(), key, value)
-	{
-	    const Parameter *known = nullptr;
-	    for (const Parameter &parameter : parameters) {
-		if (parameter.name == key)
-		    known = &parameter;
-	    }
-	    if (!known)
-		throw QmpError(std::string("Parameter '") + key + "' is unexpected");
-	    if (!fits(engine::Json::borrow(value), known->type)) {
-		throw QmpError(std::string("Invalid parameter type for '") + key +
-			       "', expected: " + type_name(known->type));
-	    }
-	}
+        json_object_object_foreach(arguments.get(), key, value)
+        {
+            const Parameter *known = nullptr;
+            for (const Parameter &parameter : parameters) {
+                if (parameter.name == key)
+                    known = &parameter;
+            }
+            if (!known)
+                throw QmpError(std::string("Parameter '") + key + "' is unexpected");
+            if (!fits(engine::Json::borrow(value), known->type)) {
+                throw QmpError(std::string("Invalid parameter type for '") + key +
+                               "', expected: " + type_name(known->type));
+            }
+        }
     }
     for (const Parameter &parameter : parameters) {
-	if (parameter.required && !arguments.has(parameter.name.c_str()))
-	    throw QmpError("Parameter '" + parameter.name + "' is missing");
+        if (parameter.required && !arguments.has(parameter.name.c_str()))
+            throw QmpError("Parameter '" + parameter.name + "' is missing");
     }
 }
 

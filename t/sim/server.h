@@ -23,11 +23,11 @@ class Server {
 
   private:
     struct Peer {
-	engine::Fd fd;
-	std::string input;
-	std::deque<engine::Fd> fds; // received with SCM_RIGHTS, not yet used
-	bool negotiated = false;
-	bool hung = false; // a hang fault: nothing more is answered
+        engine::Fd fd;
+        std::string input;
+        std::deque<engine::Fd> fds; // received with SCM_RIGHTS, not yet used
+        bool negotiated = false;
+        bool hung = false; // a hang fault: nothing more is answered
     };
     enum class Channel { qmp, qga };
 
@@ -37,7 +37,7 @@ class Server {
     void handle_input(Channel channel);
     void handle_command(Channel channel, const engine::Json &request);
     engine::Json qmp_command(Peer &peer, const std::string &execute, const engine::Json &arguments,
-			     engine::Fd &passed);
+                             engine::Fd &passed);
     void send(Channel channel, const std::string &text);
     void emit_event(const std::string &name, const engine::Json &data);
     void log_command(Channel channel, const engine::Json &request, bool with_fd);

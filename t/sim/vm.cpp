@@ -15,8 +15,8 @@ namespace pve_sim {
 const Drive *Vm::find_drive(const std::string &id) const
 {
     for (const Drive &drive : drives) {
-	if (drive.id == id)
-	    return &drive;
+        if (drive.id == id)
+            return &drive;
     }
     return nullptr;
 }
@@ -24,8 +24,8 @@ const Drive *Vm::find_drive(const std::string &id) const
 const Drive *Vm::find_node(const std::string &node_name) const
 {
     for (const Drive &drive : drives) {
-	if (drive.node_name == node_name)
-	    return &drive;
+        if (drive.node_name == node_name)
+            return &drive;
     }
     return nullptr;
 }
@@ -34,19 +34,19 @@ Drive Vm::make_drive(const std::string &id, const std::string &path, const std::
 {
     engine::Fd image(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!image)
-	throw QmpError("Could not open '" + path + "': " + std::strerror(errno));
+        throw QmpError("Could not open '" + path + "': " + std::strerror(errno));
     Drive drive{id, "", "#block" + std::to_string(next_node++), path, format, 0, read_only};
     if (format == "qcow2") {
-	// the virtual size sits big-endian at offset 24 of the qcow2 header
-	uint8_t header[32];
-	if (::pread(image.get(), header, sizeof(header), 0) != sizeof(header) || std::memcmp(header, "QFI\xfb", 4) != 0)
-	    throw QmpError("Image is not in qcow2 format");
-	drive.size = engine::load_be64(header + 24);
+        // the virtual size sits big-endian at offset 24 of the qcow2 header
+        uint8_t header[32];
+        if (::pread(image.get(), header, sizeof(header), 0) != sizeof(header) || std::memcmp(header, "QFI\xfb", 4) != 0)
+            throw QmpError("Image is not in qcow2 format");
+        drive.size = engine::load_be64(header + 24);
     } else {
-	struct stat info;
-	if (::fstat(image.get(), &info) != 0)
-	    throw QmpError("Could not open '" + path + "': " + std::strerror(errno));
-	drive.size = static_cast<uint64_t>(info.st_size);
+        struct stat info;
+        if (::fstat(image.get(), &info) != 0)
+            throw QmpError("Could not open '" + path + "': " + std::strerror(errno));
+        drive.size = static_cast<uint64_t>(info.st_size);
     }
     return drive;
 }
