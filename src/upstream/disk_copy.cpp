@@ -6,7 +6,8 @@ namespace engine::upstream {
 
 DiskCopy::DiskCopy(vma::Writer &writer, int output_fd, std::vector<DiskSource> sources,
                    std::uint64_t bytes_per_second)
-    : writer_(writer), write_behind_(output_fd), sources_(std::move(sources)), limit_(bytes_per_second), limited_(bytes_per_second > 0)
+    : writer_(writer), write_behind_(output_fd), sources_(std::move(sources)), limit_(bytes_per_second),
+      limited_(bytes_per_second > 0)
 {
     for (const DiskSource &source : sources_)
         if (vma::clusters_for(writer_.device_size(source.device)) !=

@@ -204,17 +204,18 @@ void Snapshot::restore()
     unlink(nbd_socket_.c_str());
 
     for (auto disk = disks_.rbegin(); disk != disks_.rend(); ++disk) {
-        const std::string &id = disk->id;
+        auto remove_node = [&](const std::string &node) {
+            attempt("removing node " + node, [&] { qmp("blockdev-del", object({{"node-name", str(node)}})); });
+        };
         if (disk->access_added)
-            attempt("removing node " + names::access_node(id), [&] { qmp("blockdev-del", object({{"node-name", str(names::access_node(id))}})); });
+            remove_node(names::access_node(disk->id));
         if (disk->switched)
             attempt("putting " + disk->device + " back on node " + disk->original_node,
                     [&] { set_device_node(*disk, disk->original_node); });
         if (disk->filter_added)
-            attempt("removing node " + names::filter_node(id), [&] { qmp("blockdev-del", object({{"node-name", str(names::filter_node(id))}})); });
+            remove_node(names::filter_node(disk->id));
         if (disk->fleece_added)
-            attempt("removing node " + names::fleece_node(id),
-                    [&] { qmp("blockdev-del", object({{"node-name", str(names::fleece_node(id))}})); });
+            remove_node(names::fleece_node(disk->id));
         disk->image.reset();
     }
 

@@ -52,7 +52,8 @@ struct ServedImage {
         for (std::uint64_t c = 0; c * engine::vma::kClusterSize < size; c++) {
             std::uint64_t from = c * engine::vma::kClusterSize;
             std::uint64_t to = std::min<std::uint64_t>(from + engine::vma::kClusterSize, size);
-            data_clusters += std::any_of(content.begin() + static_cast<long>(from), content.begin() + static_cast<long>(to),
+            auto cluster = content.begin() + static_cast<long>(from);
+            data_clusters += std::any_of(cluster, cluster + static_cast<long>(to - from),
                                          [](std::uint8_t b) { return b != 0; });
         }
         server.emplace(std::vector<std::string>{"qemu-nbd", "--read-only", "--persistent", "--format=raw",

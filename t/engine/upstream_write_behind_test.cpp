@@ -72,9 +72,10 @@ TEST_CASE("write-behind: a file keeps every byte and drops its old pages from th
     vma_test::Bytes content = vma_test::read_file(path);
     REQUIRE(content.size() == 4 + chunks * kChunk);
     CHECK(std::memcmp(content.data(), "head", 4) == 0);
-    for (std::size_t i = 0; i < chunks; i++)
-        CHECK(std::memcmp(content.data() + 4 + i * kChunk, vma_test::random_bytes(kChunk, static_cast<std::uint32_t>(i)).data(),
-                          kChunk) == 0);
+    for (std::size_t i = 0; i < chunks; i++) {
+        vma_test::Bytes chunk = vma_test::random_bytes(kChunk, static_cast<std::uint32_t>(i));
+        CHECK(std::memcmp(content.data() + 4 + i * kChunk, chunk.data(), kChunk) == 0);
+    }
 }
 
 TEST_CASE("write-behind: a pipe is left alone", "[upstream]")
