@@ -188,7 +188,9 @@ socket - No such file or directory>.
 =head3 upstream_backup(\%args, \%hooks)
 
 A VMA backup of a VM whose QEMU has no Proxmox patches (no C<backup>
-command). The engine reads C<query-block>, adds per drive a fleecing node
+command). The engine first removes what a killed earlier backup left in QEMU
+(its exports and NBD server, filters, nodes and temp images; one log line
+names them), then reads C<query-block>, adds per drive a fleecing node
 (C<fleece-E<lt>idE<gt>>: C<fleecing_path>/C<fleecing_format> when given, else a
 sparse raw temp image in C<work_dir>) and a C<copy-before-write> filter
 (C<cbw-E<lt>idE<gt>>, C<on-cbw-error=break-snapshot>: a full fleecing image
@@ -202,7 +204,9 @@ drive without guest device, such as PVE's TPM backup drive, is exported as is);
 calls C<< $hooks->{started}->($uuid) >>; then reads the exports with libnbd
 (zero runs reported by block status are not read) and writes the VMA (configs
 from C<config_files> under their basenames, devices named by drive id) to
-C<output_fd>, at most C<bytes_per_second> data bytes per second (0: no limit),
+C<output_fd> (when it is a regular file, written pages are flushed and dropped
+from the page cache some 32 MiB behind), at most C<bytes_per_second> data
+bytes per second (0: no limit),
 logging progress and summary lines through C<< $hooks->{log}->($line) >> byte
 for byte as the original's status loop. Finally it stops the NBD server,
 removes the nodes, puts each device back on its original node and removes the
