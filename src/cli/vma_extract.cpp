@@ -89,19 +89,27 @@ void run_restore(vma::Restorer &restorer, vma::Reader &reader, bool verbose)
         print_summary(restorer.stats());
 }
 
-// Files extract creates without a map; removed unless the restore succeeds.
+// What extract creates in its target directory, the directory included:
+// removed again unless the restore succeeds, so a failed extract leaves
+// nothing behind. Targets named by a map exist already and are not ours.
 class CreatedFiles {
 public:
+    explicit CreatedFiles(std::string dir) : dir_(std::move(dir)) {}
     ~CreatedFiles()
     {
+        if (kept_)
+            return;
         for (const auto &path : paths_)
             unlink(path.c_str());
+        rmdir(dir_.c_str());
     }
-    void add(const std::string &path) { paths_.push_back(path); }
-    void keep() { paths_.clear(); }
+    std::string add(const std::string &path) { return paths_.emplace_back(path); }
+    void keep() { kept_ = true; }
 
 private:
+    std::string dir_;
     std::vector<std::string> paths_;
+    bool kept_ = false;
 };
 
 } // namespace
@@ -127,8 +135,9 @@ int extract_content(int argc, char **argv)
         check_file_name(config.name, "config file");
     if (mkdir(dirname.c_str(), 0777) < 0)
         engine::throw_errno("unable to create target directory " + dirname);
+    CreatedFiles created(dirname);
     for (const auto &config : reader->configs())
-        write_config_file(dirname + "/" + config.name, config.data);
+        write_config_file(created.add(dirname + "/" + config.name), config.data);
 
     std::map<std::string, vma::MapEntry> devmap;
     if (readmap) {
@@ -137,11 +146,10 @@ int extract_content(int argc, char **argv)
     }
 
     vma::Restorer restorer(*reader);
-    CreatedFiles created;
     std::map<std::string, std::shared_ptr<vma::Throttle>> groups;
     for (const auto &dev : reader->devices()) {
         if (dev.vmstate) {
-            std::string statefn = dirname + "/vmstate.bin";
+            std::string statefn = created.add(dirname + "/vmstate.bin");
             try {
                 restorer.set_target(dev, vma::RestoreTarget::create_sparse(statefn, 0));
             } catch (const Error &e) {
@@ -201,6 +209,7 @@ int extract_content(int argc, char **argv)
             std::string fn = dirname + "/disk-" + dev.name + ".raw";
             if (rename(tmpfn.c_str(), fn.c_str()) != 0)
                 engine::throw_errno("rename " + tmpfn + " to " + fn + " failed");
+            created.add(fn);
         }
     }
     created.keep();
