@@ -105,7 +105,28 @@ void RestoreTarget::pwrite_checked(const std::uint8_t *data, std::size_t len, st
 {
     if (throttle_)
         throttle_->consume(len);
-    pwrite_all(fd_.get(), data, len, offset, ("write to " + path_ + " failed").c_str());
+    const std::string what = "write to " + path_ + " failed";
+    // O_DIRECT takes whole logical blocks (at most 4 KiB) only; offsets are
+    // always block-aligned, so only a disk's partial last block needs help
+    const bool direct = open_flags_for(cache_) & O_DIRECT;
+    const std::size_t direct_len = direct ? len - len % kBlockSize : len;
+    if (direct_len)
+        pwrite_all(fd_.get(), data, direct_len, offset, what.c_str());
+    if (direct_len < len)
+        pwrite_buffered(data + direct_len, len - direct_len, offset + direct_len, what);
+}
+
+// The partial last block goes through the page cache instead; finish()'s
+// fdatasync (or O_DSYNC) makes it as durable as the rest.
+void RestoreTarget::pwrite_buffered(const std::uint8_t *data, std::size_t len, std::uint64_t offset,
+                                    const std::string &what)
+{
+    int flags = fcntl(fd_.get(), F_GETFL);
+    if (flags < 0 || fcntl(fd_.get(), F_SETFL, flags & ~O_DIRECT) < 0)
+        throw_errno("can't turn off O_DIRECT on " + path_);
+    pwrite_all(fd_.get(), data, len, offset, what.c_str());
+    if (fcntl(fd_.get(), F_SETFL, flags) < 0)
+        throw_errno("can't turn on O_DIRECT on " + path_);
 }
 
 void RestoreTarget::write(std::uint64_t offset, const std::uint8_t *data, std::size_t len)

@@ -58,6 +58,8 @@ public:
 private:
     RestoreTarget(Fd fd, std::string path, std::uint64_t size, CacheMode cache, bool write_zeroes);
     void pwrite_checked(const std::uint8_t *data, std::size_t len, std::uint64_t offset);
+    void pwrite_buffered(const std::uint8_t *data, std::size_t len, std::uint64_t offset,
+                         const std::string &what);
 
     Fd fd_;
     std::string path_;
