@@ -1,7 +1,11 @@
 #!/usr/bin/perl
 # vma on block devices: loop devices over sparse files stand in for the LVM,
-# ZFS or Ceph volumes Proxmox backs up from and restores onto. As root only;
-# every loop device is detached again on every path (END block).
+# ZFS or Ceph volumes Proxmox backs up from and restores onto. create reads a
+# device (zero blocks detected, sizes not a multiple of 64 KiB); extract -r
+# writes devices named by a map as qmrestore writes it (0: leaves old bytes
+# where the archive has zeros, 1: zeroes them), accepts a target up to 4 MiB
+# larger and refuses others, honours throttling and cache options. As root
+# only; every loop device is detached again on every path (END block).
 
 use strict;
 use warnings;
@@ -50,8 +54,8 @@ my sub try_attach {
 }
 
 my sub attach {
-    my ($file) = @_;
-    my ($dev, $err) = try_attach($file);
+    my ($file, $options) = @_;
+    my ($dev, $err) = try_attach($file, $options);
     die "losetup --find --show $file failed: $err\n" if !$dev;
     return $dev;
 }
@@ -352,6 +356,20 @@ for my $case (['exactly its size', 0, 1], ['4 MiB larger', 4 * $MiB, 1],
     is($err, "vma: invalid cache option: bogus\n", 'and names the option');
     ok(untouched($devs[0], 0, $disk_size), 'the device is untouched');
     detach($_) for @devs;
+}
+
+# a read-only device is a failed restore with a message naming it
+{
+    make_filled("$dir/ro.img", $odd_size);
+    my $dev = attach("$dir/ro.img", '--read-only');
+    write_map("$dir/map", "format=raw:1:drive-scsi0=$dev");
+    ($status, $out, $err) = run($vma, 'extract', '-r', "$dir/map", $odd_archive, "$dir/xro");
+    ok(exited_with_1($status), 'a read-only target device fails with exit status 1')
+	or diag("status $status: $err");
+    like($err, qr/^vma: .*\Q$dev\E/, 'and names the device');
+    ok(untouched($dev, 0, $odd_size), 'the read-only device is untouched');
+    ok(!-e "$dir/xro", 'no target directory left behind');
+    detach($dev);
 }
 
 # O_DIRECT on 4 KiB logical blocks: the odd disk's partial last block (1536
