@@ -368,6 +368,10 @@ Json Backups::backup(Vm &vm, const Json &arguments)
                                   std::cref(options_), speed);
     }
     job_ = job;
+    // --backup-error-at 0: the job has failed by the time `backup` returns,
+    // so the first query-backup already reports the error
+    if (options_.backup_error_at == 0)
+        job->thread.join();
 
     Json reply = Json::object();
     reply.set("UUID", Json::string(job->uuid));
@@ -382,7 +386,8 @@ Json Backups::query_backup() const
         return status;
     }
     std::lock_guard guard(job_->lock);
-    status.set("status", Json::string(job_->status));
+    bool done = job_->status == "done";
+    status.set("status", Json::string(done && !options_.end_status.empty() ? options_.end_status : job_->status));
     if (job_->status == "error")
         status.set("errmsg", Json::string(job_->errmsg));
     status.set("total", Json::integer(static_cast<int64_t>(job_->total)));

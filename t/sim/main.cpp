@@ -23,9 +23,15 @@
 //   --die COMMAND           exit(3) at once, leaving the socket file (a crash)
 //   --fail COMMAND=DESC     answer {"error": {"class": "GenericError", "desc": DESC}}
 //   --without COMMAND       answer CommandNotFound, as an older QEMU would
+//   --hmp-error NAME=TEXT   the HMP command NAME (e.g. drive_add; @N as above,
+//                           counted per name) prints TEXT instead of running,
+//                           as QEMU's HMP reports errors; the QMP reply succeeds
 //   --backup-delay MS       pause MS after every 4 MiB a backup copies (slow progress)
 //   --backup-error-at BYTES fail the job ("job failed with err -5 - Input/output
-//                           error") once BYTES are copied
+//                           error") once BYTES are copied; 0: after the first
+//                           batch, before `backup` returns
+//   --end-status S          query-backup reports status S instead of "done" for
+//                           a completed job
 //   --pbs-dirty BYTES       an incremental PBS backup (use-dirty-bitmap after an
 //                           earlier PBS backup) finds BYTES dirty
 //   --fs-count N            what guest-fsfreeze-freeze/-thaw return (default 1)

@@ -175,6 +175,12 @@ std::string Monitor::human_monitor_command(const std::string &line)
     size_t space = line.find(' ');
     std::string name = line.substr(0, space);
     std::string rest = space == std::string::npos ? "" : line.substr(space + 1);
+    // HMP reports a failure as output text; the QMP command itself succeeds
+    int call = ++hmp_calls_[name];
+    for (const Fault &fault : options_.hmp_errors) {
+        if (fault.command == name && (fault.occurrence == 0 || fault.occurrence == call))
+            return fault.desc + "\r\n";
+    }
     if (name == "drive_add") {
         // drive_add <pci-address|auto> "<options>"
         size_t options = rest.find(' ');

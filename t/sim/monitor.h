@@ -9,6 +9,7 @@
 #include "vm.h"
 
 #include <functional>
+#include <map>
 #include <string>
 
 namespace pve_sim {
@@ -38,6 +39,7 @@ class Monitor {
     Backups backups_;
     bool nbd_running_ = false;
     std::vector<std::string> exports_;
+    std::map<std::string, int> hmp_calls_; // per HMP command name, for --hmp-error @N
     bool quit_ = false;
 };
 

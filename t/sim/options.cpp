@@ -81,6 +81,10 @@ Options parse_options(int argc, char **argv)
             options.faults.push_back(parse_fault(FaultKind::die, value, "--die"));
         } else if (option == "--fail") {
             options.faults.push_back(parse_fault(FaultKind::fail, value, "--fail"));
+        } else if (option == "--hmp-error") {
+            options.hmp_errors.push_back(parse_fault(FaultKind::fail, value, "--hmp-error"));
+        } else if (option == "--end-status") {
+            options.end_status = value;
         } else if (option == "--without") {
             options.faults.push_back(parse_fault(FaultKind::without, value, "--without"));
         } else if (option == "--backup-delay") {

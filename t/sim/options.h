@@ -34,6 +34,8 @@ struct Options {
     std::vector<DriveSpec> drives;
     std::map<std::string, std::string> support; // query-proxmox-support overrides
     std::vector<Fault> faults;
+    std::vector<Fault> hmp_errors;   // HMP commands (by name) printing an error text
+    std::string end_status;          // what query-backup reports for a completed job, if not "done"
     int64_t backup_delay_ms = 0;     // pause after every 4 MiB copied
     int64_t backup_error_at = -1;    // fail the job once this many bytes are copied
     int64_t pbs_dirty = -1;          // dirty bytes of an incremental PBS backup
