@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,6 +52,16 @@ std::uint64_t size_of(int fd, const std::string &path)
     throw Error("can't open file " + path + " - not a regular file or block device");
 }
 
+// Linux opens a read-only block device for writing and fails only at the
+// first write; asking first keeps a multi-disk restore from half-writing.
+void check_writable_device(int fd, const std::string &path)
+{
+    struct stat st;
+    int read_only = 0;
+    if (fstat(fd, &st) == 0 && S_ISBLK(st.st_mode) && ioctl(fd, BLKROGET, &read_only) == 0 && read_only)
+        throw Error("can't open file " + path + " - read-only block device");
+}
+
 } // namespace
 
 CacheMode parse_cache_mode(const std::string &text)
@@ -73,6 +85,7 @@ std::unique_ptr<RestoreTarget> RestoreTarget::open_existing(const std::string &p
     Fd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC | open_flags_for(cache)));
     if (!fd)
         throw_errno("can't open file " + path);
+    check_writable_device(fd.get(), path);
     std::uint64_t size = size_of(fd.get(), path);
     return std::unique_ptr<RestoreTarget>(
         new RestoreTarget(std::move(fd), path, size, cache, write_zeroes));
