@@ -14,6 +14,9 @@ use File::Temp qw(tempdir);
 use POSIX ();
 use Test::More;
 
+use lib 't/lib';
+use CapturedRun qw(run_captured);
+
 my $vma = 'build/vma';
 plan skip_all => "$vma not built" if !-x $vma;
 plan skip_all => 'attaching loop devices needs root' if $> != 0;
@@ -65,18 +68,6 @@ my sub attach {
     my ($dev, $err) = try_attach("$dir/probe");
     plan skip_all => "loop devices unavailable: $err" if !$dev;
     detach($dev);
-}
-
-my sub run {
-    my (@cmd) = @_;
-    my $out = "$dir/out.$$";
-    my $err = "$dir/err.$$";
-    system(join(' ', map { "'$_'" } @cmd) . " >'$out' 2>'$err'");
-    my $status = $?;
-    local $/;
-    open(my $ofh, '<', $out) or die "open $out: $!\n";
-    open(my $efh, '<', $err) or die "open $err: $!\n";
-    return ($status, scalar(<$ofh>) // '', scalar(<$efh>) // '');
 }
 
 my sub exited_with_1 {
@@ -153,7 +144,7 @@ my sub untouched {
 
 my sub same_bytes {
     my ($a, $b, $len) = @_;
-    my ($status) = run('cmp', '-n', $len, $a, $b);
+    my ($status) = run_captured('cmp', '-n', $len, $a, $b);
     return $status == 0;
 }
 
@@ -200,7 +191,7 @@ for my $case ([disk => $disk_size, $disk_data], [odd => $odd_size, $odd_data]) {
     my ($name, $size, $data) = @$case;
     my $dev = attach("$dir/$name.img");
     my $archive = "$dir/from-$name.vma";
-    my ($status, $out, $err) = run($vma, 'create', '-v', $archive, "drive-scsi0=$dev");
+    my ($status, $out, $err) = run_captured($vma, 'create', '-v', $archive, "drive-scsi0=$dev");
     is($status, 0, "create from a $name loop device") or diag($err);
     my $zeros = $size - $data;
     like($err, qr/^image drive-scsi0: size=$size zeros=$zeros saved=$data$/m,
@@ -209,10 +200,10 @@ for my $case ([disk => $disk_size, $disk_data], [odd => $odd_size, $odd_data]) {
     my $overhead = (-s $archive) - $data;
     ok($overhead > 0 && $overhead < 64 * $KiB, "$name: zero blocks not stored")
 	or diag("archive overhead $overhead bytes");
-    ($status, $out) = run($vma, 'list', $archive);
+    ($status, $out) = run_captured($vma, 'list', $archive);
     like($out, qr/^DEV: dev_id=1 size: $size devname: drive-scsi0$/m,
 	"$name: the device size is recorded");
-    ($status, undef, $err) = run($vma, 'extract', $archive, "$dir/x-$name");
+    ($status, undef, $err) = run_captured($vma, 'extract', $archive, "$dir/x-$name");
     is($status, 0, "$name: extract") or diag($err);
     my $restored = "$dir/x-$name/disk-drive-scsi0.raw";
     is(-s $restored, $size, "$name: restored size is the device size");
@@ -224,7 +215,7 @@ for my $case ([disk => $disk_size, $disk_data], [odd => $odd_size, $odd_data]) {
 
 # two devices with the same disk: one restored with 0: (sparse), one with 1:
 my $archive = "$dir/two.vma";
-my ($status, $out, $err) = run($vma, 'create', $archive, "drive-scsi0=$dir/disk.img",
+my ($status, $out, $err) = run_captured($vma, 'create', $archive, "drive-scsi0=$dir/disk.img",
     "drive-scsi1=$dir/disk.img");
 is($status, 0, 'create the archive to restore') or diag($err);
 
@@ -246,7 +237,7 @@ my sub fresh_targets {
     # the second target is 1 MiB larger: accepted, and its end left alone
     my ($sparse, $zeroed) = fresh_targets($disk_size, $disk_size + $MiB);
     write_map("$dir/map", "format=raw:0:drive-scsi0=$sparse", "format=raw:1:drive-scsi1=$zeroed");
-    ($status, $out, $err) = run($vma, 'extract', '-r', "$dir/map", $archive, "$dir/xr");
+    ($status, $out, $err) = run_captured($vma, 'extract', '-r', "$dir/map", $archive, "$dir/xr");
     is($status, 0, 'extract -r onto loop devices') or diag($err);
     like($out, qr/^DEV: dev_id=1 size: $disk_size devname: drive-scsi0\n/m,
 	'extract -r lists the archive first');
@@ -272,7 +263,7 @@ my sub fresh_targets {
 # --- target size tolerance -------------------------------------------------
 
 my $odd_archive = "$dir/odd.vma";
-($status, undef, $err) = run($vma, 'create', $odd_archive, "drive-scsi0=$dir/odd.img");
+($status, undef, $err) = run_captured($vma, 'create', $odd_archive, "drive-scsi0=$dir/odd.img");
 is($status, 0, 'create the odd-sized archive') or diag($err);
 
 for my $case (['exactly its size', 0, 1], ['4 MiB larger', 4 * $MiB, 1],
@@ -284,7 +275,7 @@ for my $case (['exactly its size', 0, 1], ['4 MiB larger', 4 * $MiB, 1],
     my ($dev) = fresh_targets($size);
     my $x = "$dir/size$count";
     write_map("$dir/map", "format=raw:1:drive-scsi0=$dev");
-    ($status, $out, $err) = run($vma, 'extract', '-r', "$dir/map", $odd_archive, $x);
+    ($status, $out, $err) = run_captured($vma, 'extract', '-r', "$dir/map", $odd_archive, $x);
     if ($accepted) {
 	is($status, 0, "a target $what is accepted") or diag($err);
 	ok(same_bytes($dev, "$dir/odd.img", $odd_size), "$what: the device holds the disk");
@@ -315,7 +306,7 @@ for my $case (['exactly its size', 0, 1], ['4 MiB larger', 4 * $MiB, 1],
 	    && close($fh);
 	POSIX::_exit($ok ? 0 : 1);
     }
-    ($status, $out, $err) = run($vma, 'extract', '-r', $fifo, $odd_archive, "$dir/xf");
+    ($status, $out, $err) = run_captured($vma, 'extract', '-r', $fifo, $odd_archive, "$dir/xf");
     kill('TERM', $writer); # still blocked if vma never opened the FIFO
     waitpid($writer, 0);
     is($status, 0, 'extract -r reading the map from a FIFO') or diag($err);
@@ -331,7 +322,7 @@ for my $case (['exactly its size', 0, 1], ['4 MiB larger', 4 * $MiB, 1],
     write_map("$dir/map",
 	"throttling.bps=268435456:throttling.group=restore:cache=none:format=raw:1:drive-scsi0=$devs[0]",
 	"throttling.group=restore:cache=none:format=raw:0:drive-scsi1=$devs[1]");
-    ($status, $out, $err) = run($vma, 'extract', '-r', "$dir/map", $archive, "$dir/xo");
+    ($status, $out, $err) = run_captured($vma, 'extract', '-r', "$dir/map", $archive, "$dir/xo");
     is($status, 0, 'throttling.bps, throttling.group and cache=none accepted') or diag($err);
     ok(same_bytes($devs[0], "$dir/disk.img", $disk_size), 'cache=none, 1: the device holds the disk');
     my $report = block_report($devs[1], "$dir/disk.img", $disk_size);
@@ -344,14 +335,14 @@ for my $case (['exactly its size', 0, 1], ['4 MiB larger', 4 * $MiB, 1],
     @devs = fresh_targets($disk_size, $disk_size);
     write_map("$dir/map", "throttling.bps=268435456:format=raw:1:drive-scsi0=$devs[0]",
 	"cache=none:1:drive-scsi1=$devs[1]");
-    ($status, $out, $err) = run($vma, 'extract', '-r', "$dir/map", $archive, "$dir/xo2");
+    ($status, $out, $err) = run_captured($vma, 'extract', '-r', "$dir/map", $archive, "$dir/xo2");
     is($status, 0, 'throttling.bps without a group, cache=none without format') or diag($err);
     ok(same_bytes($_, "$dir/disk.img", $disk_size), "$_ holds the disk") for @devs;
 
     write_map("$dir/map", "cache=bogus:format=raw:1:drive-scsi0=$devs[0]",
 	"format=raw:1:drive-scsi1=$devs[1]");
     make_filled($devs[0], $disk_size);
-    ($status, $out, $err) = run($vma, 'extract', '-r', "$dir/map", $archive, "$dir/xo3");
+    ($status, $out, $err) = run_captured($vma, 'extract', '-r', "$dir/map", $archive, "$dir/xo3");
     ok(exited_with_1($status), 'an invalid cache option fails with exit status 1');
     is($err, "vma: invalid cache option: bogus\n", 'and names the option');
     ok(untouched($devs[0], 0, $disk_size), 'the device is untouched');
@@ -363,7 +354,7 @@ for my $case (['exactly its size', 0, 1], ['4 MiB larger', 4 * $MiB, 1],
     make_filled("$dir/ro.img", $odd_size);
     my $dev = attach("$dir/ro.img", '--read-only');
     write_map("$dir/map", "format=raw:1:drive-scsi0=$dev");
-    ($status, $out, $err) = run($vma, 'extract', '-r', "$dir/map", $odd_archive, "$dir/xro");
+    ($status, $out, $err) = run_captured($vma, 'extract', '-r', "$dir/map", $odd_archive, "$dir/xro");
     ok(exited_with_1($status), 'a read-only target device fails with exit status 1')
 	or diag("status $status: $err");
     is($err, "vma: can't open file $dev - read-only block device\n", 'and names the device');
@@ -381,7 +372,7 @@ SKIP: {
     skip "no loop device with 4 KiB sectors: $err", 3 if !$dev;
     for my $cache (qw(none directsync)) {
 	write_map("$dir/map", "cache=$cache:format=raw:1:drive-scsi0=$dev");
-	($status, $out, $err) = run($vma, 'extract', '-r', "$dir/map", $odd_archive, "$dir/x4kn-$cache");
+	($status, $out, $err) = run_captured($vma, 'extract', '-r', "$dir/map", $odd_archive, "$dir/x4kn-$cache");
 	is($status, 0, "cache=$cache onto 4 KiB sectors, disk not a multiple of 4 KiB") or diag($err);
 	ok(same_bytes($dev, "$dir/odd.img", $odd_size), "cache=$cache, 4 KiB sectors: the device holds the disk");
     }

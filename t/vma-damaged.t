@@ -9,20 +9,13 @@ use warnings;
 use File::Temp qw(tempdir);
 use Test::More;
 
+use lib 't/lib';
+use CapturedRun qw(run_captured);
+
 my $vma = 'build/vma';
 plan skip_all => "$vma not built" if !-x $vma;
 
 my $dir = tempdir(CLEANUP => 1);
-
-my sub run {
-    my (@cmd) = @_;
-    system(join(' ', map { "'$_'" } @cmd) . " >'$dir/out' 2>'$dir/err'");
-    my $status = $?;
-    local $/;
-    open(my $ofh, '<', "$dir/out") or die;
-    open(my $efh, '<', "$dir/err") or die;
-    return ($status, scalar(<$ofh>) // '', scalar(<$efh>) // '');
-}
 
 my sub slurp {
     my ($path) = @_;
@@ -45,15 +38,15 @@ SKIP: {
     skip "sample $sample not present", 9 if !-f $sample;
     system("gzip -dc '$sample' > '$dir/sample.vma'") == 0 or die "gunzip failed\n";
 
-    my ($status, $out, $err) = run($vma, 'list', "$dir/sample.vma");
+    my ($status, $out, $err) = run_captured($vma, 'list', "$dir/sample.vma");
     is($status, 0, 'list reads the Proxmox archive');
     like($out, qr/\ACFG: size: 417 name: qemu-server.conf\nDEV: dev_id=1 size: 10737418240 devname: drive-scsi0\nCTIME: \w{3} Oct 31 \d\d:\d\d:\d\d 2021\n\z/,
 	'with its config, device and ctime');
-    ($status, $out) = run($vma, 'config', "$dir/sample.vma");
+    ($status, $out) = run_captured($vma, 'config', "$dir/sample.vma");
     is(length($out), 417, 'config prints the whole VM config');
     like($out, qr/^scsi0: /m, 'which is a qemu-server config');
 
-    ($status, $out, $err) = run($vma, 'verify', "$dir/sample.vma");
+    ($status, $out, $err) = run_captured($vma, 'verify', "$dir/sample.vma");
     is($status, 1 << 8, 'the incomplete archive fails verify with exit status 1');
     like($err, qr/^vma: verify failed - detected missing cluster \d+ for stream drive-scsi0/,
 	'naming the missing cluster');
@@ -65,14 +58,14 @@ SKIP: {
     my $data = slurp("$dir/sample.vma");
     my $header_size = unpack('N', substr($data, 56, 4));
     spew("$dir/head.vma", substr($data, 0, $header_size));
-    ($status, undef, $err) = run($vma, 'verify', "$dir/head.vma");
+    ($status, undef, $err) = run_captured($vma, 'verify', "$dir/head.vma");
     is($status, 1 << 8, 'an archive cut after its header fails verify');
     like($err, qr/detected missing cluster 0 for stream drive-scsi0/, 'as a missing cluster');
 }
 
 # a small archive of our own, damaged in several ways
 system("head -c 300000 /dev/urandom > '$dir/disk.img'") == 0 or die;
-my ($status, undef, $err) = run($vma, 'create', "$dir/ok.vma", "drive-scsi0=$dir/disk.img");
+my ($status, undef, $err) = run_captured($vma, 'create', "$dir/ok.vma", "drive-scsi0=$dir/disk.img");
 is($status, 0, 'create the archive to damage') or diag($err);
 my $good = slurp("$dir/ok.vma");
 my $header_size = unpack('N', substr($good, 56, 4));
@@ -95,7 +88,7 @@ for my $case (@cases) {
     spew("$dir/bad.vma", $data);
     for my $cmd (['verify'], ['extract', "$dir/bad.vma", "$dir/x-$name"]) {
 	my @args = $cmd->[0] eq 'verify' ? ('verify', "$dir/bad.vma") : @$cmd;
-	my ($status, $out, $err) = run($vma, @args);
+	my ($status, $out, $err) = run_captured($vma, @args);
 	is($status, 1 << 8, "$name: $cmd->[0] exits 1");
 	like($err, $re, "$name: $cmd->[0] says why");
     }

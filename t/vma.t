@@ -9,22 +9,13 @@ use warnings;
 use File::Temp qw(tempdir);
 use Test::More;
 
+use lib 't/lib';
+use CapturedRun qw(run_captured);
+
 my $vma = 'build/vma';
 plan skip_all => "$vma not built" if !-x $vma;
 
 my $dir = tempdir(CLEANUP => 1);
-
-my sub run {
-    my (@cmd) = @_;
-    my $out = "$dir/out.$$";
-    my $err = "$dir/err.$$";
-    system(join(' ', map { "'$_'" } @cmd) . " >'$out' 2>'$err'");
-    my $status = $?;
-    local $/;
-    open(my $ofh, '<', $out) or die "open $out: $!\n";
-    open(my $efh, '<', $err) or die "open $err: $!\n";
-    return ($status, scalar(<$ofh>) // '', scalar(<$efh>) // '');
-}
 
 my sub shell {
     my ($cmd) = @_;
@@ -54,7 +45,7 @@ my sub same_as_source {
     my $size = -s $source;
     my $padded = int(($size + 511) / 512) * 512;
     is(-s $restored, $padded, "$name: size rounded up to 512");
-    my ($status) = run('cmp', '-n', $size, $restored, $source);
+    my ($status) = run_captured('cmp', '-n', $size, $restored, $source);
     is($status, 0, "$name: content equal");
     if ($padded > $size) {
 	open(my $fh, '<', $restored) or die;
@@ -88,7 +79,7 @@ for my $name (sort keys %images) {
 # create with several disks and configs, then list, config, verify, extract
 my $archive = "$dir/all.vma";
 my @disks = map { "drive-$_=$dir/$_.img" } sort keys %images;
-my ($status, $out, $err) = run($vma, 'create', '-v', '-c', $conf, '-c', "$dir/qemu-server.fw",
+my ($status, $out, $err) = run_captured($vma, 'create', '-v', '-c', $conf, '-c', "$dir/qemu-server.fw",
     $archive, @disks);
 is($status, 0, 'create succeeds') or diag($err);
 like($err, qr/^progress 0% 0\/\d+ 0$/m, 'create -v starts its progress at 0%');
@@ -100,7 +91,7 @@ for my $name (sort keys %images) {
 my ($zeros) = $err =~ /^image drive-zeros: size=\d+ zeros=(\d+) saved=0$/m;
 is($zeros, 300032, 'an all-zero disk saves nothing and counts all zeros');
 
-($status, $out) = run($vma, 'list', $archive);
+($status, $out) = run_captured($vma, 'list', $archive);
 is($status, 0, 'list succeeds');
 my $i = 1;
 my $expect = "CFG: size: 21 name: qemu-server.conf\nCFG: size: 3 name: qemu-server.fw\n";
@@ -111,15 +102,15 @@ for my $name (sort keys %images) {
 }
 like($out, qr/^\Q$expect\ECTIME: \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n\z/, 'list output');
 
-($status, $out) = run($vma, 'config', $archive);
+($status, $out) = run_captured($vma, 'config', $archive);
 is($out, "cores: 2\nmemory: 512\n", 'config prints qemu-server.conf');
-($status, $out) = run($vma, 'config', '-c', 'qemu-server.fw', $archive);
+($status, $out) = run_captured($vma, 'config', '-c', 'qemu-server.fw', $archive);
 is($out, "fw\n", 'config -c prints the named blob');
-($status, $out, $err) = run($vma, 'config', '-c', 'nope', $archive);
+($status, $out, $err) = run_captured($vma, 'config', '-c', 'nope', $archive);
 is($status >> 8, 1, 'config of a missing name fails');
 is($err, "unable to find configuration data 'nope'\n", 'with the original message');
 
-($status, $out, $err) = run($vma, 'verify', '-v', $archive);
+($status, $out, $err) = run_captured($vma, 'verify', '-v', $archive);
 is($status, 0, 'verify -v succeeds') or diag($err);
 my @percent = $out =~ /^progress (\d+)% \(read \d+ bytes, duration \d+ sec\)$/mg;
 ok(@percent && !grep({ $_ > 100 } @percent), 'verify progress stays within 100%');
@@ -127,7 +118,7 @@ is($percent[-1], 100, 'verify progress ends at 100%');
 like($out, qr/^total bytes read \d+, sparse bytes \d+ \([\d.e+]+%\)\nspace reduction due to 4K zero blocks [\d.e+-]+%\n\z/m,
     'verify -v summary');
 
-($status, $out, $err) = run($vma, 'extract', '-v', $archive, "$dir/x");
+($status, $out, $err) = run_captured($vma, 'extract', '-v', $archive, "$dir/x");
 is($status, 0, 'extract succeeds') or diag($err);
 for my $name (sort keys %images) {
     like($out, qr/^DEVINFO \Q$dir\E\/x\/tmp-disk-drive-$name.raw \d+$/m, "DEVINFO line for $name");
@@ -138,7 +129,7 @@ is(`cat '$dir/x/qemu-server.conf'`, "cores: 2\nmemory: 512\n", 'extract writes t
 my ($blocks) = `du -k '$dir/x/disk-drive-zeros.raw'` =~ /^(\d+)/;
 is($blocks, 0, 'an all-zero disk is restored sparse');
 
-($status, undef, $err) = run($vma, 'extract', $archive, "$dir/x");
+($status, undef, $err) = run_captured($vma, 'extract', $archive, "$dir/x");
 is($status >> 8, 1, 'extract into an existing directory fails');
 like($err, qr/unable to create target directory .*File exists/, 'with a message');
 
@@ -146,7 +137,7 @@ like($err, qr/unable to create target directory .*File exists/, 'with a message'
 SKIP: {
     skip 'zstd not installed', 6 if system('zstd --version >/dev/null 2>&1') != 0;
     my $zst = "$dir/z.vma.zst";
-    ($status, undef, $err) = run($vma, 'create', '-c', $conf, "exec:zstd -q -c > '$zst'",
+    ($status, undef, $err) = run_captured($vma, 'create', '-c', $conf, "exec:zstd -q -c > '$zst'",
 	"drive-multi=$dir/multi.img", "drive-odd=$dir/odd.img");
     is($status, 0, 'create through exec:zstd') or diag($err);
     ok(-s $zst, 'the compressor wrote its output');
@@ -157,27 +148,27 @@ SKIP: {
 }
 
 # archives without disks: config only, and nothing at all
-($status, undef, $err) = run($vma, 'create', "$dir/cfg.vma", '-c', $conf);
+($status, undef, $err) = run_captured($vma, 'create', "$dir/cfg.vma", '-c', $conf);
 is($status, 0, 'create with only a config') or diag($err);
-($status, $out) = run($vma, 'verify', '-v', "$dir/cfg.vma");
+($status, $out) = run_captured($vma, 'verify', '-v', "$dir/cfg.vma");
 is($status, 0, 'a config-only archive verifies');
 like($out, qr/^vma archive contains no image data$/m, 'and says it has no image data');
-($status) = run($vma, 'create', "$dir/empty.vma");
+($status) = run_captured($vma, 'create', "$dir/empty.vma");
 is($status, 0, 'create with neither config nor disk');
-($status, $out) = run($vma, 'list', "$dir/empty.vma");
+($status, $out) = run_captured($vma, 'list', "$dir/empty.vma");
 is($status, 0, 'that archive can be read back');
 like($out, qr/^CTIME: /, 'and lists only its ctime');
 
 # vmstate goes to vmstate.bin
 make_image("$dir/state.img", 100000, 9);
-($status, undef, $err) = run($vma, 'create', "$dir/vs.vma", "vmstate=$dir/state.img",
+($status, undef, $err) = run_captured($vma, 'create', "$dir/vs.vma", "vmstate=$dir/state.img",
     "drive-a=$dir/small.img");
 is($status, 0, 'create with a vmstate stream') or diag($err);
-($status, $out) = run($vma, 'list', "$dir/vs.vma");
+($status, $out) = run_captured($vma, 'list', "$dir/vs.vma");
 like($out, qr/^VMSTATE: dev_id=1 memory: 100352$/m, 'list shows the VMSTATE line');
-($status, undef, $err) = run($vma, 'extract', "$dir/vs.vma", "$dir/vs");
+($status, undef, $err) = run_captured($vma, 'extract', "$dir/vs.vma", "$dir/vs");
 is($status, 0, 'extract with vmstate') or diag($err);
-($status) = run('cmp', '-n', 100000, "$dir/vs/vmstate.bin", "$dir/state.img");
+($status) = run_captured('cmp', '-n', 100000, "$dir/vs/vmstate.bin", "$dir/state.img");
 is($status, 0, 'vmstate.bin holds the state');
 same_as_source("$dir/vs/disk-drive-a.raw", "$dir/small.img", 'disk beside vmstate');
 
@@ -190,54 +181,54 @@ print $map "format=raw:throttling.bps=1000000000:cache=writeback:1:drive-multi=$
 print $map "0:drive-odd=$dir/target-odd.raw\n";
 print $map "done\n";
 close($map);
-($status, undef, $err) = run($vma, 'create', "$dir/m.vma", "drive-multi=$dir/multi.img",
+($status, undef, $err) = run_captured($vma, 'create', "$dir/m.vma", "drive-multi=$dir/multi.img",
     "drive-odd=$dir/odd.img");
 is($status, 0, 'create for the map test') or diag($err);
-($status, $out, $err) = run($vma, 'extract', '-r', "$dir/map", "$dir/m.vma", "$dir/m");
+($status, $out, $err) = run_captured($vma, 'extract', '-r', "$dir/map", "$dir/m.vma", "$dir/m");
 is($status, 0, 'extract -r with a map') or diag($err);
 like($out, qr/^DEV: dev_id=2 size: 70144 devname: drive-odd\nCTIME: /m, 'extract -r prints the content first');
-($status) = run('cmp', '-n', 5 * 1024 * 1024 + 4097, "$dir/target-multi.raw", "$dir/multi.img");
+($status) = run_captured('cmp', '-n', 5 * 1024 * 1024 + 4097, "$dir/target-multi.raw", "$dir/multi.img");
 is($status, 0, 'write-zero target overwritten with data and zeros');
 same_as_source("$dir/target-odd.raw", "$dir/odd.img", 'map target odd');
 
 open($map, '>', "$dir/map2") or die;
 print $map "format=qcow2:0:drive-multi=$dir/target-multi.raw\n0:drive-odd=$dir/target-odd.raw\n";
 close($map);
-($status, undef, $err) = run($vma, 'extract', '-r', "$dir/map2", "$dir/m.vma", "$dir/m2");
+($status, undef, $err) = run_captured($vma, 'extract', '-r', "$dir/map2", "$dir/m.vma", "$dir/m2");
 is($status >> 8, 1, 'an unsupported format is refused');
 like($err, qr/format 'qcow2' not supported/, 'with a message');
 
 open($map, '>', "$dir/map3") or die;
 print $map "0:drive-odd=$dir/target-odd.raw\ndone\n";
 close($map);
-($status, undef, $err) = run($vma, 'extract', '-r', "$dir/map3", "$dir/m.vma", "$dir/m3");
+($status, undef, $err) = run_captured($vma, 'extract', '-r', "$dir/map3", "$dir/m.vma", "$dir/m3");
 like($err, qr/no device name mapping for drive-multi/, 'a device missing from the map is an error');
 
 open($map, '>', "$dir/map4") or die;
 print $map "2:drive-odd=$dir/target-odd.raw\n";
 close($map);
-($status, undef, $err) = run($vma, 'extract', '-r', "$dir/map4", "$dir/m.vma", "$dir/m4");
+($status, undef, $err) = run_captured($vma, 'extract', '-r', "$dir/map4", "$dir/m.vma", "$dir/m4");
 like($err, qr/read map failed - parse error \('2:drive-odd=/, 'a malformed map line is an error');
 
 shell("truncate -s 1000 '$dir/tiny.raw'");
 open($map, '>', "$dir/map5") or die;
 print $map "0:drive-odd=$dir/tiny.raw\n0:drive-multi=$dir/target-multi.raw\n";
 close($map);
-($status, undef, $err) = run($vma, 'extract', '-r', "$dir/map5", "$dir/m.vma", "$dir/m5");
+($status, undef, $err) = run_captured($vma, 'extract', '-r', "$dir/map5", "$dir/m.vma", "$dir/m5");
 like($err, qr/vma_reader_register_bs for stream drive-odd failed - unexpected size 1000 != 70144/,
     'a target that is too small is refused');
 
 # failures: exit status 1, a message, no partial archive
-($status, undef, $err) = run($vma, 'create', "$dir/bad.vma", "$dir/does-not-exist.img");
+($status, undef, $err) = run_captured($vma, 'create', "$dir/bad.vma", "$dir/does-not-exist.img");
 is($status, 1 << 8, 'create from a missing image exits 1');
 like($err, qr/bdrv_open '.*does-not-exist.img' failed/, 'with a message');
 ok(!-e "$dir/bad.vma", 'and leaves no archive');
-($status, undef, $err) = run($vma, 'create', "exec:cat > /dev/full", "$dir/multi.img");
+($status, undef, $err) = run_captured($vma, 'create', "exec:cat > /dev/full", "$dir/multi.img");
 is($status, 1 << 8, 'create into a failing command exits 1');
 like($err, qr/creating vma archive failed/, 'with a message');
-($status, undef, $err) = run($vma, 'create', $archive, "$dir/small.img");
+($status, undef, $err) = run_captured($vma, 'create', $archive, "$dir/small.img");
 like($err, qr/can't open file .*File exists/, 'create never overwrites an archive');
-($status) = run($vma, 'verify', $archive);
+($status) = run_captured($vma, 'verify', $archive);
 is($status, 0, 'the existing archive is untouched');
 
 done_testing();
