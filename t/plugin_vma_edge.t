@@ -26,23 +26,6 @@ my $node = VZDumpScenario->new();
 my $mib = 1024 * 1024;
 my $fleecing = { enabled => 1, storage => 'local' };
 
-# Runs a backup of $vmid with the simulator options $sim_args (the VM is
-# started first unless $opts{stopped}).
-my sub run_case {
-    my ($vmid, $sim_args, %opts) = @_;
-    local $ENV{VZDUMP_TEST_SIM_ARGS} = $sim_args;
-    my $vm_param = delete $opts{vm} // {};
-    my $stopped = delete $opts{stopped};
-    $node->create_sample_vm($vmid, %$vm_param);
-    $node->start_vm($vmid) if !$stopped;
-    my $fds = VZDumpScenario::open_fds();
-    my $run = $node->run_backup($vmid, mode => 'snapshot', compress => 'zstd', %opts);
-    $run->{messages} = VZDumpScenario::messages($run->{task_log});
-    $run->{commands} = VZDumpScenario::commands($run);
-    $run->{fds} = $fds;
-    return $run;
-}
-
 my sub error_path_lines {
     my ($run) = @_;
     return [
@@ -82,7 +65,7 @@ my sub fleecing_images {
     my $vmid = 160;
     my $image = $node->root . "/storage/local/images/$vmid/vm-$vmid-fleece-1.qcow2";
     my $qemu_error = "Could not open '$image': Permission denied";
-    my $run = run_case($vmid, qq{--hmp-error "drive_add\@2=$qemu_error"}, fleecing => $fleecing);
+    my $run = $node->run_with_sim_args($vmid, qq{--hmp-error "drive_add\@2=$qemu_error"}, fleecing => $fleecing);
     my $error = "attaching fleecing image local:$vmid/vm-$vmid-fleece-1.qcow2 failed - $qemu_error";
 
     is($run->{task}->{state}, 'err', 'fleecing drive_add: backup fails');
@@ -166,7 +149,7 @@ my sub fleecing_images {
 # the monitor itself fails the second drive_add: its error, unchanged
 {
     my $vmid = 161;
-    my $run = run_case($vmid, '--fail "human-monitor-command@4=monitor is busy"', fleecing => $fleecing);
+    my $run = $node->run_with_sim_args($vmid, '--fail "human-monitor-command@4=monitor is busy"', fleecing => $fleecing);
     my $error = "VM $vmid qmp command 'human-monitor-command' failed - monitor is busy";
     is($run->{task}->{msg}, "$error\n", 'fleecing QMP error: the monitor message');
     is_deeply(
@@ -187,7 +170,7 @@ my sub fleecing_images {
     my $vmid = 162;
     my $tpm_image = $node->root . "/storage/local/images/$vmid/vm-$vmid-disk-1.raw";
     my $qemu_error = "Could not open '$tpm_image': Device or resource busy";
-    my $run = run_case(
+    my $run = $node->run_with_sim_args(
         $vmid,
         qq{--hmp-error "drive_add=$qemu_error"},
         stopped => 1,
@@ -235,7 +218,7 @@ my sub fleecing_images {
 # resumed, the compressor killed and reaped and the pipe closed.
 {
     my $vmid = 163;
-    my $run = run_case($vmid, '--hang backup', vm => { agent => '1' });
+    my $run = $node->run_with_sim_args($vmid, '--hang backup', vm => { agent => '1' });
     is($run->{task}->{state}, 'err', 'backup timeout: backup fails');
     is($run->{task}->{msg}, "got timeout\n", 'backup timeout: the queue message');
     is_deeply(
@@ -265,7 +248,7 @@ my sub fleecing_images {
 # the job has failed by the first query-backup: one status line, the error
 {
     my $vmid = 164;
-    my $run = run_case($vmid, '--backup-error-at 0');
+    my $run = $node->run_with_sim_args($vmid, '--backup-error-at 0');
     my $error = 'job failed with err -5 - Input/output error';
     is($run->{task}->{msg}, "$error\n", 'error at first poll: errmsg of query-backup');
     is_deeply(commands_after($run, 'backup'), ['cont', 'query-backup', 'backup-cancel', 'cont'],
@@ -289,7 +272,7 @@ my sub fleecing_images {
 # the job ends with a status that is neither done nor error
 {
     my $vmid = 165;
-    my $run = run_case($vmid, '--end-status cancelled');
+    my $run = $node->run_with_sim_args($vmid, '--end-status cancelled');
     is($run->{task}->{msg}, "got unexpected status 'cancelled'\n", 'unknown end status: the original message');
     my @tail = grep { m/% \(|^ERROR:|aborting|sparse|transferred/ } $run->{messages}->@*;
     like($tail[0], qr/^INFO: 100% \(11\.0 MiB of 11\.0 MiB\) in \d+s, read: /, 'unknown end status: final status line');

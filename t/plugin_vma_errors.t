@@ -24,21 +24,6 @@ plan skip_all => "the pve-qemu simulator is not built" if !-x PVE::TestNode::sim
 
 my $node = VZDumpScenario->new();
 
-my sub run_with_sim_args {
-    my ($vmid, $sim_args, %opts) = @_;
-    local $ENV{VZDUMP_TEST_SIM_ARGS} = $sim_args;
-    $node->create_sample_vm($vmid);
-    $node->start_vm($vmid);
-    my $before = delete $opts{before};
-    $before->() if $before;
-    my $fds = VZDumpScenario::open_fds();
-    my $run = $node->run_backup($vmid, mode => 'snapshot', compress => 'zstd', %opts);
-    $run->{messages} = VZDumpScenario::messages($run->{task_log});
-    $run->{commands} = VZDumpScenario::commands($run);
-    $run->{fds} = $fds;
-    return $run;
-}
-
 my sub error_path_lines {
     my ($run) = @_;
     return [grep { m/^ERROR:|aborting backup job|resuming VM again/ } $run->{messages}->@*];
@@ -68,7 +53,7 @@ my sub foreign_backup {
 # the job fails midway
 {
     my $vmid = 170;
-    my $run = run_with_sim_args($vmid, '--backup-error-at 4194304 --backup-delay 300');
+    my $run = $node->run_with_sim_args($vmid, '--backup-error-at 4194304 --backup-delay 300');
     is($run->{task}->{state}, 'err', 'job error: backup fails');
     is($run->{task}->{msg}, "job failed with err -5 - Input/output error\n", 'job error: QEMU message');
     is_deeply(
@@ -96,7 +81,7 @@ my sub foreign_backup {
     my $vmid = 171;
     my $log = PVE::TestNode::run_dir() . "/$vmid.qmp-log";
     my $helper;
-    my $run = run_with_sim_args(
+    my $run = $node->run_with_sim_args(
         $vmid,
         '--backup-delay 400',
         before => sub {
@@ -126,7 +111,7 @@ my sub foreign_backup {
 # QEMU crashes while the status loop polls
 {
     my $vmid = 172;
-    my $run = run_with_sim_args($vmid, '--die query-backup@4 --backup-delay 300');
+    my $run = $node->run_with_sim_args($vmid, '--die query-backup@4 --backup-delay 300');
     is($run->{task}->{state}, 'err', 'crash: backup fails');
     is($run->{task}->{msg}, "VM $vmid not running\n", 'crash: the monitor message of the original');
     ok((grep { $_ eq "ERROR: VM $vmid not running" } $run->{messages}->@*), 'crash: cancel error logged');
@@ -137,7 +122,7 @@ my sub foreign_backup {
 # QEMU refuses the backup command
 {
     my $vmid = 173;
-    my $run = run_with_sim_args($vmid, q{--fail "backup=Device 'drive-scsi0' has no medium"});
+    my $run = $node->run_with_sim_args($vmid, q{--fail "backup=Device 'drive-scsi0' has no medium"});
     is($run->{task}->{msg}, "Device 'drive-scsi0' has no medium\n", 'refused: the queue error unchanged');
     is_deeply(
         error_path_lines($run),
@@ -157,7 +142,7 @@ my sub foreign_backup {
 # a job left over from an earlier run is cancelled in prepare
 {
     my $vmid = 174;
-    my $run = run_with_sim_args($vmid, '--backup-delay 1000', before => sub { foreign_backup($vmid, 0) });
+    my $run = $node->run_with_sim_args($vmid, '--backup-delay 1000', before => sub { foreign_backup($vmid, 0) });
     is($run->{task}->{state}, 'ok', 'left-over job: backup succeeds') or diag($run->{task}->{msg});
     ok(
         (grep { $_ eq 'WARN: left-over backup job still running inside QEMU - canceling now' }
@@ -171,7 +156,7 @@ my sub foreign_backup {
 # QEMU failing query-proxmox-support, or without max-workers support
 {
     my $vmid = 175;
-    my $run = run_with_sim_args($vmid, q{--fail "query-proxmox-support=unable to read support flags"});
+    my $run = $node->run_with_sim_args($vmid, q{--fail "query-proxmox-support=unable to read support flags"});
     is($run->{task}->{state}, 'ok', 'support query fails: backup succeeds') or diag($run->{task}->{msg});
     is_deeply(
         [grep { m/^WARN:/ } $run->{messages}->@*],
@@ -185,7 +170,7 @@ my sub foreign_backup {
     $node->stop_vm($vmid);
 
     $vmid = 176;
-    $run = run_with_sim_args($vmid, '--support backup-max-workers=false');
+    $run = $node->run_with_sim_args($vmid, '--support backup-max-workers=false');
     is_deeply(
         [grep { m/^WARN:/ } $run->{messages}->@*],
         ["WARN: ignoring 'max-workers' setting - not supported by running QEMU"],

@@ -247,6 +247,28 @@ sub run_backup {
     return $result;
 }
 
+# A snapshot-mode zstd backup of a fresh sample VM $vmid whose simulator runs
+# with $sim_args (faults). %opts: vm (create_sample_vm parameters), stopped
+# (do not start the VM), before (code run once the VM is up); the rest goes
+# to run_backup. The result also holds the log's messages, the simulator's
+# command names and the fds open before the run (for check_no_leaks).
+sub run_with_sim_args {
+    my ($self, $vmid, $sim_args, %opts) = @_;
+    local $ENV{VZDUMP_TEST_SIM_ARGS} = $sim_args;
+    my $vm_param = delete $opts{vm} // {};
+    my $stopped = delete $opts{stopped};
+    my $before = delete $opts{before};
+    $self->create_sample_vm($vmid, %$vm_param);
+    $self->start_vm($vmid) if !$stopped;
+    $before->() if $before;
+    my $fds = open_fds();
+    my $run = $self->run_backup($vmid, mode => 'snapshot', compress => 'zstd', %opts);
+    $run->{messages} = messages($run->{task_log});
+    $run->{commands} = commands($run);
+    $run->{fds} = $fds;
+    return $run;
+}
+
 # The simulator's command log from $offset on: one JSON object per line,
 # with the line itself as 'raw' (to check JSON types).
 sub read_qmp_log {
