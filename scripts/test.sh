@@ -6,6 +6,10 @@
 set -eu
 cd "$(dirname "$0")/.."
 scripts/build.sh
+# one QEMU probe for the run: every real-QEMU test starts QEMU the same way
+if options=$(scripts/qemu-probe); then
+    export QEMU_ACCEL_OPTIONS="$options"
+fi
 make test
 make asan-test
 make fuzz-vma FUZZ_SECONDS=30

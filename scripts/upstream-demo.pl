@@ -1,14 +1,16 @@
 #!/usr/bin/perl
-# The demo backup on a real, stock QEMU (Debian's qemu-system-x86_64, KVM if
-# usable, else TCG): a sample VM 100 with two disks holding data and zero
+# The demo backup on a real, stock QEMU (Debian's qemu-system-x86_64, started
+# as scripts/qemu-probe finds it starts here): a sample VM 100 with two disks holding data and zero
 # regions (scsi0 raw, scsi1 qcow2, PVE-style drive ids), the vzdump sequence
 # through our PVE::VZDump::QemuServer, which finds no query-proxmox-support
 # and takes the engine's point-in-time snapshot over NBD. Writes
 # vzdump-qemu-100-<time>.vma.zst and its log into the output directory, keeps
 # the disk images under <output>/images/100/, verifies and extracts the
 # archive with build/vma, compares the restored disks with the content at the
-# snapshot, and prints the log. Where QEMU cannot run it says so and runs the
-# simulator demo (scripts/vzdump-demo.pl) instead.
+# snapshot, and prints the log. Only where QEMU cannot run at all (not
+# installable, or no accelerator starts it) does it run the simulator demo
+# (scripts/vzdump-demo.pl) instead, and says so with QEMU's error in its first
+# and last lines.
 #
 # usage: scripts/upstream-demo.pl <output-dir>
 
@@ -21,6 +23,7 @@ use FindBin;
 use lib "$FindBin::Bin/../t/lib", "$FindBin::Bin/../t/upstream", "$FindBin::Bin/../blib/lib",
     "$FindBin::Bin/../blib/arch";
 
+use QemuProbe;
 use UpstreamQemu;
 
 my ($output) = @ARGV;
@@ -29,27 +32,31 @@ my $vmid = 100;
 
 my sub fall_back {
     my ($why) = @_;
-    print "QEMU cannot run here ($why) - running the simulator demo instead\n";
-    exec($^X, "$FindBin::Bin/vzdump-demo.pl", $output) or die "exec vzdump-demo.pl failed - $!\n";
+    $why =~ s/\s+$//;
+    $why =~ s/^qemu-probe: //mg;
+    $why =~ s/\n/; /g;
+    $| = 1;
+    print "NOT A REAL VM: QEMU cannot run here ($why) - running the simulator demo instead\n";
+    system($^X, "$FindBin::Bin/vzdump-demo.pl", $output);
+    my $status = $? >> 8;
+    print "NOT A REAL VM: this was the simulator demo, since QEMU cannot run here ($why)\n";
+    exit($status);
 }
 
-if (UpstreamQemu::unavailable()) {
+my $probe = QemuProbe::result();
+if ($probe->{status} == 2) {
     print "installing qemu-system-x86 and qemu-utils\n";
     system('apt-get install -y -qq qemu-system-x86 qemu-utils >/dev/null 2>&1');
+    $probe = QemuProbe::reprobe();
 }
-if (my $why = UpstreamQemu::unavailable()) {
-    fall_back($why);
-}
+fall_back($probe->{report}) if $probe->{status} != 0;
 
 make_path($output);
 $output = abs_path($output);
 remove_tree("$output/node", "$output/images/$vmid");
 
 require UpstreamScenario;
-my $scenario = eval {
-    UpstreamScenario->new(dir => "$output/node", storage_dir => $output, dump_dir => $output)
-};
-fall_back($@ =~ s/\n.*//sr) if !$scenario;
+my $scenario = UpstreamScenario->new(dir => "$output/node", storage_dir => $output, dump_dir => $output);
 my $qemu = $scenario->qemu;
 print "VM $vmid runs on QEMU " . $qemu->version . " ($qemu->{accel})\n";
 

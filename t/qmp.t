@@ -15,7 +15,11 @@ use Socket qw(SOCK_STREAM);
 use Test::More;
 use Time::HiRes qw(usleep);
 
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
 use PVE::VZDump::QemuServer::Engine;
+use QemuProbe;
 
 my $engine = 'PVE::VZDump::QemuServer::Engine';
 my $dir = tempdir(CLEANUP => 1);
@@ -160,15 +164,16 @@ is(
 SKIP: {
     my $qmp = "$dir/100.qmp";
     my $disk = "$dir/disk0.raw";
-    system("qemu-img create -f raw $disk 32M >/dev/null 2>&1") == 0
-	or skip('qemu-img is not available', 12);
-    my $accel = open(my $kvm, '+<', '/dev/kvm') ? 'kvm' : 'tcg';
-    close($kvm) if $kvm;
+    if (my $why = QemuProbe::not_installed()) {
+	skip($why, 12);
+    }
+    system("qemu-img create -f raw $disk 32M >/dev/null") == 0 or die "qemu-img create failed\n";
+    my @accel = QemuProbe::options();
     my $qemu_pid = fork() // die "fork: $!\n";
     if (!$qemu_pid) {
-	open(STDERR, '>', '/dev/null');
+	open(STDERR, '>', "$dir/qemu.log");
 	exec(
-	    'qemu-system-x86_64', '-accel', $accel, '-machine', 'q35', '-nodefaults',
+	    'qemu-system-x86_64', @accel, '-machine', 'q35', '-nodefaults',
 	    '-display', 'none', '-m', '64', '-S',
 	    '-qmp', "unix:$qmp,server=on,wait=off",
 	    '-device', 'virtio-scsi-pci,id=scsihw0',
@@ -183,7 +188,7 @@ SKIP: {
     if (!-S $qmp) {
 	kill('KILL', $qemu_pid);
 	reap($qemu_pid);
-	skip("cannot start qemu-system-x86_64 ($accel)", 12);
+	die "qemu-system-x86_64 @accel did not open its QMP socket: " . `cat '$dir/qemu.log'`;
     }
 
     my $status = PVE::VZDump::QemuServer::Engine::qmp_cmd($qmp, 100, 'query-status');

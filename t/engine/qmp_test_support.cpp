@@ -10,7 +10,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <sstream>
 #include <stdexcept>
 
 namespace qmp_test {
@@ -230,6 +233,39 @@ bool wait_for_socket(const std::string &path, std::chrono::milliseconds limit)
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     return true;
+}
+
+const QemuAccel &qemu_accel()
+{
+    static const QemuAccel probed = [] {
+        const char *script = std::getenv("QEMU_PROBE");
+        // the probe's report comes before its one line of options
+        std::string command = std::string(script && *script ? script : "scripts/qemu-probe") + " 2>&1";
+        FILE *pipe = ::popen(command.c_str(), "r");
+        if (!pipe)
+            throw std::runtime_error("popen " + command + " failed: " + std::strerror(errno));
+        std::string output;
+        char chunk[4096];
+        while (size_t got = std::fread(chunk, 1, sizeof(chunk), pipe))
+            output.append(chunk, got);
+        int status = ::pclose(pipe);
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        QemuAccel result{QemuAccel::State::fails, {}, output};
+        if (code == 0) {
+            size_t last = output.find_last_of('\n', output.size() - 2);
+            std::string line = last == std::string::npos ? output : output.substr(last + 1);
+            result.report = output.substr(0, output.size() - line.size());
+            std::istringstream words(line);
+            for (std::string word; words >> word;)
+                result.options.push_back(word);
+            result.state = result.options.empty() ? QemuAccel::State::fails : QemuAccel::State::runs;
+        } else if (code == 2) {
+            result.state = QemuAccel::State::not_installed;
+        }
+        std::fputs(result.report.c_str(), stderr);
+        return result;
+    }();
+    return probed;
 }
 
 } // namespace qmp_test

@@ -1,6 +1,6 @@
 // Test helpers for the QMP client: a private temporary directory, the text
-// of a failure, a fake peer that serves one unix-socket connection with a scripted exchange, and
-// a child process that is killed and reaped on every exit path.
+// of a failure, a fake peer that serves one unix-socket connection with a scripted exchange,
+// a child process that is killed and reaped on every exit path, and how a real QEMU starts here.
 #pragma once
 
 #include "temp_dir.h"
@@ -83,5 +83,33 @@ class Child {
 
 // Polls until `path` exists as a socket or `limit` passes.
 bool wait_for_socket(const std::string &path, std::chrono::milliseconds limit);
+
+// How qemu-system-x86_64 starts on this host, as scripts/qemu-probe (or the
+// script QEMU_PROBE names) decides; probed once per process, its report
+// (which way, and the ways that failed) printed to stderr.
+struct QemuAccel {
+    enum class State { runs, not_installed, fails } state;
+    std::vector<std::string> options; // e.g. -accel kvm -cpu host
+    std::string report;               // the probe's own words, QEMU's errors included
+};
+const QemuAccel &qemu_accel();
+
+} // namespace qmp_test
+
+// For a Catch2 test case that needs a real QEMU: returns from it, skipped
+// with the reason, when qemu-system-x86_64 is not installed; fails it with
+// QEMU's own error when QEMU is installed but starts with no accelerator.
+#define REQUIRE_REAL_QEMU()                                                                                            \
+    do {                                                                                                               \
+        const qmp_test::QemuAccel &probe_ = qmp_test::qemu_accel();                                                   \
+        if (probe_.state == qmp_test::QemuAccel::State::not_installed) {                                               \
+            WARN("SKIPPED: " << probe_.report);                                                                        \
+            return;                                                                                                    \
+        }                                                                                                              \
+        INFO(probe_.report);                                                                                           \
+        REQUIRE(probe_.state == qmp_test::QemuAccel::State::runs);                                                     \
+    } while (0)
+
+namespace qmp_test {
 
 } // namespace qmp_test

@@ -55,13 +55,8 @@ struct Vm {
             return "qemu-img failed (is qemu-utils installed?)";
         // HMP qemu-io reports on QEMU's stdout
         std::vector<std::string> argv = {"sh", "-c", "exec \"$0\" \"$@\" >/dev/null", "qemu-system-x86_64"};
-        int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-        if (kvm >= 0) {
-            ::close(kvm);
-            argv.insert(argv.end(), {"-accel", "kvm", "-cpu", "host"});
-        } else {
-            argv.insert(argv.end(), {"-accel", "tcg"});
-        }
+        const std::vector<std::string> &accel = qmp_test::qemu_accel().options;
+        argv.insert(argv.end(), accel.begin(), accel.end());
         argv.insert(argv.end(),
                     {"-machine", "q35", "-nodefaults", "-nographic", "-display", "none", "-m", "64", "-name", "vm100",
                      "-qmp", "unix:" + peer.socket_path + ",server=on,wait=off", "-device",
@@ -107,11 +102,10 @@ struct Vm {
 };
 
 #define START_VM(vm)                                                                                                   \
+    REQUIRE_REAL_QEMU();                                                                                               \
     Vm vm;                                                                                                             \
-    if (std::string why = vm.start(); !why.empty()) {                                                                  \
-        WARN("SKIPPED: cannot start QEMU: " << why);                                                                   \
-        return;                                                                                                        \
-    }
+    if (std::string why = vm.start(); !why.empty())                                                                    \
+        FAIL("cannot start QEMU: " << why);
 
 vma_test::Bytes read_export(const Snapshot &snapshot, const std::string &name)
 {

@@ -4,7 +4,7 @@ package UpstreamQemu;
 # upstream-path tests, the benchmark and the demo: no OS, disks attached
 # Proxmox style (drive-<key> drives on scsi-hd / virtio-blk devices with the
 # key as device id), QMP and pid file where PVE::QemuServer::Helpers looks for
-# them. KVM when /dev/kvm is usable, TCG otherwise.
+# them. Started as scripts/qemu-probe found QEMU can start on this host.
 
 use strict;
 use warnings;
@@ -15,6 +15,7 @@ use POSIX ();
 use Time::HiRes qw(usleep);
 
 use PVE::VZDump::QemuServer::Engine;
+use QemuProbe;
 
 our $qemu_binary = 'qemu-system-x86_64';
 
@@ -25,15 +26,9 @@ sub slurp {
     return scalar(<$fh>);
 }
 
-# Why QEMU cannot run here, or undef when it can.
-sub unavailable {
-    my $path = `command -v $qemu_binary 2>/dev/null`;
-    return "$qemu_binary is not installed" if !$path;
-    return undef;
-}
-
-sub accel {
-    return -r '/dev/kvm' && -w '/dev/kvm' ? 'kvm' : 'tcg';
+# Why QEMU cannot be used here (it is not installed), or undef.
+sub not_installed {
+    return QemuProbe::not_installed();
 }
 
 # QEMU's version string, e.g. "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)".
@@ -49,13 +44,11 @@ sub version {
 sub start {
     my ($class, %param) = @_;
 
-    my $accel = accel();
     my @cmd = (
-        $qemu_binary, '-accel', $accel, '-machine', 'q35', '-nodefaults', '-nographic',
+        $qemu_binary, QemuProbe::options(), '-machine', 'q35', '-nodefaults', '-nographic',
         '-m', '64', '-name', "vm$param{vmid}", '-qmp', "unix:$param{qmp},server=on,wait=off",
         '-pidfile', $param{pidfile}, '-device', 'virtio-scsi-pci,id=scsihw0',
     );
-    push @cmd, '-cpu', 'host' if $accel eq 'kvm';
     push @cmd, '-S' if $param{paused};
     my $lun = 0;
     for my $drive ($param{drives}->@*) {
@@ -90,7 +83,7 @@ sub start {
         exec({ $cmd[0] } @cmd) or POSIX::_exit(1);
     }
     waitpid($starter, 0);
-    my $self = bless { %param, accel => $accel }, $class;
+    my $self = bless { %param, accel => QemuProbe::describe() }, $class;
     for (1 .. 200) {
         if (-S $param{qmp} && eval { $self->qmp('query-status'); 1 }) {
             $self->{pid} = slurp($param{pidfile}) =~ s/\s+$//r;
