@@ -165,7 +165,7 @@ SKIP: {
     my $qmp = "$dir/100.qmp";
     my $disk = "$dir/disk0.raw";
     if (my $why = QemuProbe::not_installed()) {
-	skip($why, 12);
+	skip($why, 16);
     }
     system("qemu-img create -f raw $disk 32M >/dev/null") == 0 or die "qemu-img create failed\n";
     my @accel = QemuProbe::options();
@@ -174,7 +174,7 @@ SKIP: {
 	open(STDERR, '>', "$dir/qemu.log");
 	exec(
 	    'qemu-system-x86_64', @accel, '-machine', 'q35', '-nodefaults',
-	    '-display', 'none', '-m', '64', '-S',
+	    '-display', 'none', '-m', '64', '-S', '-name', 'vm100',
 	    '-qmp', "unix:$qmp,server=on,wait=off",
 	    '-device', 'virtio-scsi-pci,id=scsihw0',
 	    '-drive', "file=$disk,if=none,id=drive-scsi0,format=raw,cache=none",
@@ -209,6 +209,29 @@ SKIP: {
     );
     is(scalar(@$results), 2, 'batch: one result per command');
     is($results->[1]->{status}, 'running', 'batch: results in order');
+    # a callback runs on its reply and queues more on the same connection
+    my @seen;
+    $results = PVE::VZDump::QemuServer::Engine::qmp_batch(
+	$qmp, 100,
+	[
+	    ['query-status', {}, sub {
+		my ($vmid, $result, $queue) = @_;
+		push @seen, "$vmid $result->{status}";
+		push $queue->@*, ['query-name', {}, sub { push @seen, "name $_[1]->{name}" }];
+	    }],
+	    ['query-kvm', {}],
+	],
+    );
+    is_deeply(\@seen, ['100 running', 'name vm100'], 'batch: callbacks see their replies, in order');
+    is_deeply([map { join(',', sort keys %$_) } @$results], ['running,singlestep,status', 'enabled,present', 'name'],
+	'batch: queued commands come after those already queued');
+    eval {
+	PVE::VZDump::QemuServer::Engine::qmp_batch(
+	    $qmp, 100, [['query-status', {}, sub { die "callback died\n" }], ['quit', {}]]);
+    };
+    is($@, "callback died\n", "batch: a callback's die is the batch's, nothing more sent");
+    eval { PVE::VZDump::QemuServer::Engine::qmp_batch($qmp, 100, [['query-status', {}, 'not code']]) };
+    is($@, "qmp_batch: a callback must be a code reference\n", 'batch: a callback must be code');
     my $held = grep { (readlink($_) // '') eq "$dir/target" } glob("/proc/$qemu_pid/fd/*");
     ok($held, 'getfd passed the Perl file handle to QEMU');
     is_deeply(

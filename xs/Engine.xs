@@ -253,6 +253,68 @@ static int qmp_fd(pTHX_ SV *fd)
     return static_cast<int>(SvIV(fd));
 }
 
+static engine::qmp::BatchCommand batch_command(pTHX_ SV *entry, SV *vmid);
+
+// Calls a qmp_batch callback as $callback->($vmid, $return, $queue); the
+// commands it pushes onto @$queue are queued next. They are copied out before
+// the call's temporaries go and live until qmp_batch returns. A die in it
+// becomes a C++ exception with the same text.
+static std::vector<engine::qmp::BatchCommand> call_batch_callback(pTHX_ SV *code, SV *vmid, const engine::Json &result)
+{
+    std::vector<SV *> pushed;
+    std::string error;
+    {
+        dSP;
+        ENTER;
+        SAVETMPS;
+        AV *queue = (AV *)sv_2mortal((SV *)newAV());
+        PUSHMARK(SP);
+        XPUSHs(vmid);
+        XPUSHs(sv_2mortal(json_to_perl(aTHX_ result)));
+        XPUSHs(sv_2mortal(newRV_inc((SV *)queue)));
+        PUTBACK;
+        call_sv(code, G_DISCARD | G_EVAL);
+        if (SvTRUE(ERRSV))
+            error = SvPV_nolen(ERRSV);
+        for (SSize_t i = 0; i <= av_len(queue); i++) {
+            SV **entry = av_fetch(queue, i, 0);
+            pushed.push_back(entry ? newSVsv(*entry) : newSV(0));
+        }
+        FREETMPS;
+        LEAVE;
+    }
+    for (SV *entry : pushed)
+        sv_2mortal(entry);
+    if (!error.empty())
+        throw std::runtime_error(error);
+    std::vector<engine::qmp::BatchCommand> commands;
+    for (SV *entry : pushed)
+        commands.push_back(batch_command(aTHX_ entry, vmid));
+    return commands;
+}
+
+// One [$execute, \%arguments, $callback] of qmp_batch; the callback is
+// optional. The entry must stay alive while the batch runs.
+static engine::qmp::BatchCommand batch_command(pTHX_ SV *entry, SV *vmid)
+{
+    if (!SvROK(entry) || SvTYPE(SvRV(entry)) != SVt_PVAV)
+        throw std::runtime_error("qmp_batch: each command must be [$execute, \\%arguments, $callback]\n");
+    AV *fields = (AV *)SvRV(entry);
+    SV **name = av_fetch(fields, 0, 0);
+    SV **arguments = av_fetch(fields, 1, 0);
+    SV **callback = av_fetch(fields, 2, 0);
+    if (!name || !SvOK(*name))
+        throw std::runtime_error("qmp_batch: command without a name\n");
+    engine::qmp::BatchCommand command{sv_text(aTHX_ *name), qmp_arguments(aTHX_ arguments ? *arguments : &PL_sv_undef)};
+    if (callback && SvOK(*callback)) {
+        if (!SvROK(*callback) || SvTYPE(SvRV(*callback)) != SVt_PVCV)
+            throw std::runtime_error("qmp_batch: a callback must be a code reference\n");
+        SV *code = *callback;
+        command.on_reply = [=](const engine::Json &result) { return call_batch_callback(aTHX_ code, vmid, result); };
+    }
+    return command;
+}
+
 // --- backup on stock QEMU (upstream/) ---
 
 // Calls a Perl code ref that answers yes or no (the plugin's qga_fs_freeze);
@@ -450,14 +512,7 @@ qmp_batch(socket, vmid, commands, fd = &PL_sv_undef, timeout = &PL_sv_undef)
             std::vector<engine::qmp::BatchCommand> queue;
             for (SSize_t i = 0; i <= av_len(commands); i++) {
                 SV **entry = av_fetch(commands, i, 0);
-                if (!entry || !SvROK(*entry) || SvTYPE(SvRV(*entry)) != SVt_PVAV)
-                    throw std::runtime_error("qmp_batch: each command must be [$execute, \\%arguments]\n");
-                AV *pair = (AV *)SvRV(*entry);
-                SV **name = av_fetch(pair, 0, 0);
-                SV **arguments = av_fetch(pair, 1, 0);
-                if (!name || !SvOK(*name))
-                    throw std::runtime_error("qmp_batch: command without a name\n");
-                queue.push_back({sv_text(aTHX_ *name), qmp_arguments(aTHX_ arguments ? *arguments : &PL_sv_undef)});
+                queue.push_back(batch_command(aTHX_ entry ? *entry : &PL_sv_undef, vmid));
             }
             std::vector<engine::Json> results = engine::qmp::batch(
                 {sv_text(aTHX_ socket), sv_text(aTHX_ vmid)}, queue, qmp_fd(aTHX_ fd), qmp_timeout(aTHX_ timeout));

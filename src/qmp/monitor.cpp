@@ -5,6 +5,8 @@
 #include "qmp/error.h"
 #include "qmp/timeouts.h"
 
+#include <deque>
+
 namespace engine::qmp {
 
 namespace {
@@ -46,8 +48,15 @@ std::vector<Json> batch(const Peer &peer, const std::vector<BatchCommand> &comma
     if (commands.empty())
         return results; // PVE opens no connection for an empty queue
     Client client(peer.socket_path, peer.vmid, {.timeout = or_default(timeout, batch_default_timeout)});
-    for (const BatchCommand &each : commands)
+    std::deque<BatchCommand> queue(commands.begin(), commands.end());
+    while (!queue.empty()) {
+        BatchCommand each = std::move(queue.front());
+        queue.pop_front();
         results.push_back(client.execute(each.execute, each.arguments, carries_fd(each.execute) ? fd : -1));
+        if (each.on_reply)
+            for (BatchCommand &next : each.on_reply(results.back()))
+                queue.push_back(std::move(next));
+    }
     return results;
 }
 

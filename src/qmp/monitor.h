@@ -9,6 +9,7 @@
 #include "util/json.h"
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,13 +36,18 @@ std::string human_monitor_command(const Peer &peer, const std::string &command_l
 struct BatchCommand {
     std::string execute;
     Json arguments;
+    // PVE::QMPClient's callback: runs with the command's "return" as soon as
+    // it arrives, before anything else is sent; the commands it returns are
+    // queued after those already queued, as a callback's queue_cmd does.
+    std::function<std::vector<BatchCommand>(const Json &result)> on_reply = {};
 };
 
 // PVE::QMPClient::queue_cmd for each command, then queue_execute: all over
-// one connection, in order, each started after the previous reply; getfd
-// and add-fd carry `fd` (>= 0) with SCM_RIGHTS. Returns each "return" in
-// order. Throws the bare queue Error (e.g. "got timeout\n"), as
-// queue_execute dies, on the first failure; later commands are not sent.
+// one connection, in order, each started after the previous reply (and its
+// on_reply); getfd and add-fd carry `fd` (>= 0) with SCM_RIGHTS. Returns
+// each "return" in the order sent. Throws the bare queue Error (e.g. "got
+// timeout\n"), as queue_execute dies, on the first failure, or what an
+// on_reply throws; later commands are not sent.
 std::vector<Json> batch(const Peer &peer, const std::vector<BatchCommand> &commands, int fd,
                         std::chrono::milliseconds timeout = {});
 

@@ -17,6 +17,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <stdexcept>
 
 using engine::Json;
 using namespace engine::qmp;
@@ -284,6 +286,63 @@ TEST_CASE("qmp batch: getfd carries the fd, commands run in order on one connect
     CHECK(fd_matches);
     CHECK(fd_only_with_getfd);
     CHECK(::fcntl(file.get(), F_GETFD) != -1); // still ours
+}
+
+TEST_CASE("qmp batch: a reply's callback runs before the next command and queues more", "[qmp]")
+{
+    TempDir dir;
+    std::string socket = dir.file("100.qmp");
+    std::mutex lock;
+    std::vector<std::string> events; // what the peer received and what the callbacks saw, in order
+    auto note = [&](const std::string &event) {
+        std::lock_guard<std::mutex> guard(lock);
+        events.push_back(event);
+    };
+    FakePeer peer(socket, [&](Connection &c) {
+        negotiate(c);
+        for (int i = 0; i < 3; i++) {
+            std::string command = c.read_command();
+            std::string execute = Json::parse(command).member("execute").as_string();
+            note("peer " + execute);
+            c.write(reply(command, execute == "backup" ? R"({"UUID": "u-1"})" : "{}"));
+        }
+        c.wait_closed();
+    });
+    BatchCommand getfd{"getfd", Json::object(), [&](const Json &) {
+                           note("getfd callback");
+                           BatchCommand backup{"backup", Json::object(), [&](const Json &result) {
+                                                   note("backup callback " + result.member("UUID").as_string());
+                                                   return std::vector<BatchCommand>{};
+                                               }};
+                           return std::vector<BatchCommand>{backup};
+                       }};
+    std::vector<Json> results = batch({socket, "100"}, {getfd, {"query-status", Json::object()}}, -1);
+    CHECK(peer.finish() == "");
+    REQUIRE(results.size() == 3);
+    CHECK(results[2].member("UUID").as_string() == "u-1");
+    // queued after what was already queued, as a QMPClient callback's queue_cmd
+    CHECK(events == std::vector<std::string>{"peer getfd", "getfd callback", "peer query-status", "peer backup",
+                                             "backup callback u-1"});
+}
+
+TEST_CASE("qmp batch: a callback that throws stops the queue with its text", "[qmp]")
+{
+    TempDir dir;
+    std::string socket = dir.file("100.qmp");
+    int commands_seen = 0;
+    FakePeer peer(socket, [&](Connection &c) {
+        negotiate(c);
+        c.write(reply(c.read_command(), "{}"));
+        commands_seen++;
+        c.wait_closed();
+    });
+    BatchCommand getfd{"getfd", Json::object(), [](const Json &) -> std::vector<BatchCommand> {
+                           throw std::runtime_error("callback died\n");
+                       }};
+    CHECK(failure_text([&] { batch({socket, "100"}, {getfd, {"backup", Json::object()}}, -1); }) ==
+          "callback died\n");
+    CHECK(peer.finish() == "");
+    CHECK(commands_seen == 1);
 }
 
 TEST_CASE("qmp batch: the first error stops the queue with the bare queue text", "[qmp]")

@@ -998,30 +998,39 @@ sub archive_vma {
         # --- end stock QEMU ---
 
         # getfd and the backup that takes the fd over travel on one connection, as
-        # PVE::QMPClient's queue does
-        my $params = {
-            'backup-file' => "/dev/fdname/backup",
-            speed => $speed,
-            'config-file' => $conffile,
-            devlist => $devlist,
+        # PVE::QMPClient's queue does; each callback runs when its reply arrives
+        my $backup_cb = sub {
+            my ($vmid, $result) = @_;
+            $backup_job_uuid = $result->{UUID};
         };
-        $params->{'firewall-file'} = $firewall if -e $firewall;
-        $params->{fleecing} = JSON::true if $task->{'use-fleecing'};
-        add_backup_performance_options($params, $opts->{performance}, $qemu_support);
+        my $add_fd_cb = sub {
+            my ($vmid, $result, $queue) = @_;
+
+            my $params = {
+                'backup-file' => "/dev/fdname/backup",
+                speed => $speed,
+                'config-file' => $conffile,
+                devlist => $devlist,
+            };
+            $params->{'firewall-file'} = $firewall if -e $firewall;
+            $params->{fleecing} = JSON::true if $task->{'use-fleecing'};
+            add_backup_performance_options($params, $opts->{performance}, $qemu_support);
+
+            push $queue->@*, ['backup', $params, $backup_cb];
+        };
 
         my $fs_frozen = $self->qga_fs_freeze($task, $vmid);
 
-        my $replies = eval {
+        eval {
             PVE::VZDump::QemuServer::Engine::qmp_batch(
                 PVE::QemuServer::Helpers::qmp_socket($vmid),
                 $vmid,
-                [['getfd', { fdname => "backup" }], ['backup', $params]],
+                [['getfd', { fdname => "backup" }, $add_fd_cb]],
                 $outfileno,
                 30,
             );
         };
         my $qmperr = $@;
-        $backup_job_uuid = $replies->[1]->{UUID} if $replies;
 
         if ($fs_frozen) {
             $self->qga_fs_thaw($vmid);

@@ -158,17 +158,24 @@ original does. Dies as C<qmp_cmd> for C<human-monitor-command>.
 
 =head3 qmp_batch($socket, $vmid, \@commands, $fd, $timeout)
 
-C<PVE::QMPClient>'s C<queue_cmd> for each C<[$execute, \%arguments]> of
-C<@commands>, then C<queue_execute($timeout)>: one connection, the commands
-in order, each sent after the previous reply. C<getfd> and C<add-fd> entries
-carry C<$fd> (a descriptor number or a Perl file handle; it stays open here)
-with C<SCM_RIGHTS>, so a C<getfd> and the C<backup> that names
+C<PVE::QMPClient>'s C<queue_cmd> for each C<[$execute, \%arguments,
+$callback]> of C<@commands> (the callback is optional), then
+C<queue_execute($timeout)>: one connection, the commands in order, each sent
+after the previous reply. A callback runs as soon as its command's reply
+arrives, before anything else is sent, as
+C<< $callback->($vmid, $return, $queue) >>; commands of the same form it
+pushes onto C<@$queue> are queued after those already queued, as a QMPClient
+callback's C<queue_cmd> does (the original's C<getfd> callback builds and
+queues C<backup> this way). C<getfd> and C<add-fd> entries carry C<$fd> (a
+descriptor number or a Perl file handle; it stays open here) with
+C<SCM_RIGHTS>, so a C<getfd> and the C<backup> that names
 C</dev/fdname/...> share one monitor session, as QEMU requires. An undef or
 0 C<$timeout> is 3 s, queue_execute's default. Returns an array ref of the
-C<return> values in order. Dies with the bare queue error of the first
-failure, as C<queue_execute> dies (e.g. C<"No file descriptor supplied via
-SCM_RIGHTS\n">, C<"got timeout\n">); later commands are not sent. A connect
-failure is also warned before the die, as C<queue_execute> does.
+C<return> values in the order sent. Dies with the bare queue error of the
+first failure, as C<queue_execute> dies (e.g. C<"No file descriptor supplied
+via SCM_RIGHTS\n">, C<"got timeout\n">), or with a callback's die; later
+commands are not sent. A connect failure is also warned before the die, as
+C<queue_execute> does.
 
 =head3 qga_cmd($agent_socket, $vmid, $execute, \%arguments, $timeout)
 
