@@ -1,5 +1,7 @@
-// vma extract [-v] [-r MAP] ARCHIVE DIR and vma verify [-v] ARCHIVE.
+// vma extract [-v] [-d DRIVE-LIST] [-r MAP] ARCHIVE DIR and vma verify [-v] ARCHIVE.
 #include "cli/vma_commands.h"
+
+#include "cli/drive_list.h"
 
 #include "util/error.h"
 #include "util/fd.h"
@@ -118,9 +120,12 @@ int extract_content(int argc, char **argv)
 {
     bool verbose = false;
     const char *readmap = nullptr;
-    for (int c; (c = getopt(argc, argv, "hvr:")) != -1;) {
+    DriveList drives;
+    for (int c; (c = getopt(argc, argv, "hvd:r:")) != -1;) {
         if (c == 'r')
             readmap = optarg;
+        else if (c == 'd')
+            drives.add(optarg);
         else if (c == 'v')
             verbose = true;
         else
@@ -131,6 +136,7 @@ int extract_content(int argc, char **argv)
     std::string filename = argv[optind], dirname = argv[optind + 1];
 
     auto reader = vma::Reader::open(filename);
+    drives.check_known(*reader);
     for (const auto &config : reader->configs())
         check_file_name(config.name, "config file");
     if (mkdir(dirname.c_str(), 0777) < 0)
@@ -148,6 +154,9 @@ int extract_content(int argc, char **argv)
     vma::Restorer restorer(*reader);
     std::map<std::string, std::shared_ptr<vma::Throttle>> groups;
     for (const auto &dev : reader->devices()) {
+        // a device not selected is still read and checked, not written
+        if (!drives.selects(dev))
+            continue;
         if (dev.vmstate) {
             std::string statefn = created.add(dirname + "/vmstate.bin");
             try {
@@ -203,7 +212,7 @@ int extract_content(int argc, char **argv)
 
     if (!readmap) {
         for (const auto &dev : reader->devices()) {
-            if (dev.vmstate)
+            if (dev.vmstate || !drives.selects(dev))
                 continue;
             std::string tmpfn = dirname + "/tmp-disk-" + dev.name + ".raw";
             std::string fn = dirname + "/disk-" + dev.name + ".raw";

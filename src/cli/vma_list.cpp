@@ -14,9 +14,9 @@ void help()
     std::fputs("usage: vma command [command options]\n"
                "\n"
                "vma list <filename>\n"
-               "vma config <filename> [-c config]\n"
-               "vma create <filename> [-c config] pathname ...\n"
-               "vma extract <filename> [-r <fifo>] <targetdir>\n"
+               "vma config <filename> [-c <config>]\n"
+               "vma create <filename> [-c <config>] [-d format=<format>:<device name>=<path> [-d ...]]\n"
+               "vma extract <filename> [-d <drive-list>] [-r <fifo>] <targetdir>\n"
                "vma verify <filename> [-v]\n",
                stdout);
     std::exit(1);
