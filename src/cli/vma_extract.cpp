@@ -1,7 +1,9 @@
-// vma extract [-v] [-d DRIVE-LIST] [-r MAP] ARCHIVE DIR and vma verify [-v] ARCHIVE.
+// vma extract [-v] [-d DRIVE-LIST] [-r MAP] ARCHIVE DIR and
+// vma verify [-v] [--output-format F] ARCHIVE.
 #include "cli/vma_commands.h"
 
 #include "cli/drive_list.h"
+#include "cli/vma_json.h"
 
 #include "util/error.h"
 #include "util/fd.h"
@@ -228,14 +230,23 @@ int extract_content(int argc, char **argv)
 int verify_content(int argc, char **argv)
 {
     bool verbose = false;
-    for (int c; (c = getopt(argc, argv, "hv")) != -1;) {
+    OutputFormat format = OutputFormat::Text;
+    for (int c; (c = getopt_long(argc, argv, "hv", kOutputFormatOption, nullptr)) != -1;) {
         if (c == 'v')
             verbose = true;
+        else if (c == 'o')
+            format = parse_output_format(optarg);
         else
             help();
     }
     if (optind + 1 != argc)
         help();
+    if (format != OutputFormat::Text) {
+        // -v's lines would break the JSON on stdout
+        if (verbose)
+            throw Error("-v cannot be combined with JSON output");
+        return verify_as_json(argv[optind], format);
+    }
     auto reader = vma::Reader::open(argv[optind]);
     if (verbose)
         print_content(*reader);
