@@ -3,6 +3,7 @@
 #include "cli/vma_commands.h"
 
 #include "cli/drive_list.h"
+#include "cli/progress.h"
 #include "cli/vma_json.h"
 
 #include "util/error.h"
@@ -82,13 +83,16 @@ void print_summary(const vma::RestoreStats &stats)
     std::fflush(stdout);
 }
 
-void run_restore(vma::Restorer &restorer, vma::Reader &reader, bool verbose)
+void run_restore(vma::Restorer &restorer, vma::Reader &reader, bool verbose, const char *label)
 {
     time_t start = time(nullptr);
     if (verbose)
         restorer.set_progress(
             [start](unsigned percent, std::uint64_t bytes) { print_progress(start, percent, bytes); });
+    TerminalProgress line(label, verbose);
+    restorer.set_tick([&](std::uint64_t bytes) { line.update(bytes, restorer.total_bytes()); });
     restorer.run(reader);
+    line.finish();
     if (verbose)
         print_summary(restorer.stats());
 }
@@ -207,7 +211,7 @@ int extract_content(int argc, char **argv)
     }
 
     try {
-        run_restore(restorer, *reader, verbose);
+        run_restore(restorer, *reader, verbose, "extract");
     } catch (const Error &e) {
         throw Error(std::string("restore failed - ") + e.what());
     }
@@ -252,7 +256,7 @@ int verify_content(int argc, char **argv)
         print_content(*reader);
     vma::Restorer restorer(*reader);
     try {
-        run_restore(restorer, *reader, verbose);
+        run_restore(restorer, *reader, verbose, "verify");
     } catch (const Error &e) {
         throw Error(std::string("verify failed - ") + e.what());
     }

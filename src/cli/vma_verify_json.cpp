@@ -2,6 +2,8 @@
 // mode, with the outcome (a failure included) printed as one JSON object.
 #include "cli/vma_json.h"
 
+#include "cli/progress.h"
+
 #include "util/error.h"
 
 #include <memory>
@@ -22,7 +24,10 @@ int verify_as_json(const std::string &path, OutputFormat format)
         outcome.reader = reader.get();
         restorer.emplace(*reader);
         outcome.stats = &restorer->stats();
+        TerminalProgress line("verify", false);
+        restorer->set_tick([&](std::uint64_t bytes) { line.update(bytes, restorer->total_bytes()); });
         restorer->run(*reader);
+        line.finish();
     } catch (const vma::FormatError &e) {
         outcome.error = e.reason();
         outcome.error_offset = e.offset();
