@@ -17,7 +17,7 @@ use Test::More;
 use lib 't/lib';
 use CapturedRun qw(run_captured);
 
-my $vma = 'build/vma';
+my $vma = $ENV{VMA} // 'build/vma';
 plan skip_all => "$vma not built" if !-x $vma;
 
 my $dir = tempdir(CLEANUP => 1);

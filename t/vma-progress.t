@@ -19,7 +19,7 @@ use Test::More;
 use lib 't/lib';
 use CapturedRun qw(run_captured);
 
-my $vma = 'build/vma';
+my $vma = $ENV{VMA} // 'build/vma';
 plan skip_all => "$vma not built" if !-x $vma;
 plan skip_all => 'IO::Pty (libio-pty-perl) is not installed' if !eval { require IO::Pty; 1 };
 
