@@ -6,7 +6,7 @@ set -eu
 packages="
     build-essential g++ make pkg-config perl libperl-dev
     libjson-c-dev uuid-dev libssl-dev catch2 libjson-perl
-    zstd gzip pigz lzop
+    zstd gzip pigz lzop libio-pty-perl
     qemu-system-x86 qemu-utils
     clang libclang-rt-14-dev
     libnbd-dev libnbd-bin fuse3

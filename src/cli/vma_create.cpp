@@ -1,6 +1,8 @@
 // vma create [-v] [-c CONFIG]... ARCHIVE [DEVNAME=]PATH...
 #include "cli/vma_commands.h"
 
+#include "cli/progress.h"
+
 #include "util/error.h"
 #include "util/fd.h"
 #include "vma/image_source.h"
@@ -99,9 +101,11 @@ int create_archive(int argc, char **argv)
         }
     }
 
+    TerminalProgress line("create", verbose);
     int last_percent = -1;
     auto report = [&] {
         std::uint64_t total = writer.total_size();
+        line.update(writer.total_transferred(), total);
         if (!verbose || !total)
             return;
         std::uint64_t done = writer.total_transferred();
@@ -131,6 +135,7 @@ int create_archive(int argc, char **argv)
             vma::write_image(writer, dev.id, *dev.source, report);
         writer.finish();
         output.commit();
+        line.finish();
     } catch (const Error &e) {
         summary();
         throw Error(std::string("creating vma archive failed - ") + e.what());

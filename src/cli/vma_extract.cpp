@@ -1,5 +1,10 @@
-// vma extract [-v] [-r MAP] ARCHIVE DIR and vma verify [-v] ARCHIVE.
+// vma extract [-v] [-d DRIVE-LIST] [-r MAP] ARCHIVE DIR and
+// vma verify [-v] [--output-format F] ARCHIVE.
 #include "cli/vma_commands.h"
+
+#include "cli/drive_list.h"
+#include "cli/progress.h"
+#include "cli/vma_json.h"
 
 #include "util/error.h"
 #include "util/fd.h"
@@ -78,13 +83,16 @@ void print_summary(const vma::RestoreStats &stats)
     std::fflush(stdout);
 }
 
-void run_restore(vma::Restorer &restorer, vma::Reader &reader, bool verbose)
+void run_restore(vma::Restorer &restorer, vma::Reader &reader, bool verbose, const char *label)
 {
     time_t start = time(nullptr);
     if (verbose)
         restorer.set_progress(
             [start](unsigned percent, std::uint64_t bytes) { print_progress(start, percent, bytes); });
+    TerminalProgress line(label, verbose);
+    restorer.set_tick([&](std::uint64_t bytes) { line.update(bytes, restorer.total_bytes()); });
     restorer.run(reader);
+    line.finish();
     if (verbose)
         print_summary(restorer.stats());
 }
@@ -118,9 +126,12 @@ int extract_content(int argc, char **argv)
 {
     bool verbose = false;
     const char *readmap = nullptr;
-    for (int c; (c = getopt(argc, argv, "hvr:")) != -1;) {
+    DriveList drives;
+    for (int c; (c = getopt(argc, argv, "hvd:r:")) != -1;) {
         if (c == 'r')
             readmap = optarg;
+        else if (c == 'd')
+            drives.add(optarg);
         else if (c == 'v')
             verbose = true;
         else
@@ -131,6 +142,7 @@ int extract_content(int argc, char **argv)
     std::string filename = argv[optind], dirname = argv[optind + 1];
 
     auto reader = vma::Reader::open(filename);
+    drives.check_known(*reader);
     for (const auto &config : reader->configs())
         check_file_name(config.name, "config file");
     if (mkdir(dirname.c_str(), 0777) < 0)
@@ -148,6 +160,9 @@ int extract_content(int argc, char **argv)
     vma::Restorer restorer(*reader);
     std::map<std::string, std::shared_ptr<vma::Throttle>> groups;
     for (const auto &dev : reader->devices()) {
+        // a device not selected is still read and checked, not written
+        if (!drives.selects(dev))
+            continue;
         if (dev.vmstate) {
             std::string statefn = created.add(dirname + "/vmstate.bin");
             try {
@@ -196,14 +211,14 @@ int extract_content(int argc, char **argv)
     }
 
     try {
-        run_restore(restorer, *reader, verbose);
+        run_restore(restorer, *reader, verbose, "extract");
     } catch (const Error &e) {
         throw Error(std::string("restore failed - ") + e.what());
     }
 
     if (!readmap) {
         for (const auto &dev : reader->devices()) {
-            if (dev.vmstate)
+            if (dev.vmstate || !drives.selects(dev))
                 continue;
             std::string tmpfn = dirname + "/tmp-disk-" + dev.name + ".raw";
             std::string fn = dirname + "/disk-" + dev.name + ".raw";
@@ -219,20 +234,29 @@ int extract_content(int argc, char **argv)
 int verify_content(int argc, char **argv)
 {
     bool verbose = false;
-    for (int c; (c = getopt(argc, argv, "hv")) != -1;) {
+    OutputFormat format = OutputFormat::Text;
+    for (int c; (c = getopt_long(argc, argv, "hv", kOutputFormatOption, nullptr)) != -1;) {
         if (c == 'v')
             verbose = true;
+        else if (c == 'o')
+            format = parse_output_format(optarg);
         else
             help();
     }
     if (optind + 1 != argc)
         help();
+    if (format != OutputFormat::Text) {
+        // -v's lines would break the JSON on stdout
+        if (verbose)
+            throw Error("-v cannot be combined with JSON output");
+        return verify_as_json(argv[optind], format);
+    }
     auto reader = vma::Reader::open(argv[optind]);
     if (verbose)
         print_content(*reader);
     vma::Restorer restorer(*reader);
     try {
-        run_restore(restorer, *reader, verbose);
+        run_restore(restorer, *reader, verbose, "verify");
     } catch (const Error &e) {
         throw Error(std::string("verify failed - ") + e.what());
     }

@@ -1,5 +1,7 @@
-// vma list / vma config, and the archive summary other commands print too.
+// vma list [--output-format F] / vma config, and the archive summary other commands print too.
 #include "cli/vma_commands.h"
+
+#include "cli/vma_json.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -14,9 +16,9 @@ void help()
     std::fputs("usage: vma command [command options]\n"
                "\n"
                "vma list <filename>\n"
-               "vma config <filename> [-c config]\n"
-               "vma create <filename> [-c config] pathname ...\n"
-               "vma extract <filename> [-r <fifo>] <targetdir>\n"
+               "vma config <filename> [-c <config>]\n"
+               "vma create <filename> [-c <config>] [-d format=<format>:<device name>=<path> [-d ...]]\n"
+               "vma extract <filename> [-d <drive-list>] [-r <fifo>] <targetdir>\n"
                "vma verify <filename> [-v]\n",
                stdout);
     std::exit(1);
@@ -43,12 +45,20 @@ void print_content(const engine::vma::Reader &reader)
 
 int list_content(int argc, char **argv)
 {
-    for (int c; (c = getopt(argc, argv, "h")) != -1;)
-        help();
+    OutputFormat format = OutputFormat::Text;
+    for (int c; (c = getopt_long(argc, argv, "h", kOutputFormatOption, nullptr)) != -1;) {
+        if (c == 'o')
+            format = parse_output_format(optarg);
+        else
+            help();
+    }
     if (optind + 1 != argc)
         help();
     auto reader = engine::vma::Reader::open(argv[optind]);
-    print_content(*reader);
+    if (format == OutputFormat::Text)
+        print_content(*reader);
+    else
+        print_json(archive_json(*reader), format);
     return 0;
 }
 

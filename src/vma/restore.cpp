@@ -68,6 +68,8 @@ void Restorer::extent_done()
     for (auto &target : targets_)
         if (target)
             target->flush_pending();
+    if (tick_)
+        tick_(stats_.bytes);
 }
 
 void Restorer::run(Reader &reader)

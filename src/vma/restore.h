@@ -41,6 +41,13 @@ public:
     using Progress = std::function<void(unsigned percent, std::uint64_t bytes)>;
     void set_progress(Progress progress) { progress_ = std::move(progress); }
 
+    // Called after every extent with the bytes read so far, for a display
+    // that moves more often than the percentage (out of total_bytes()).
+    using Tick = std::function<void(std::uint64_t bytes)>;
+    void set_tick(Tick tick) { tick_ = std::move(tick); }
+    // The sum of all device sizes.
+    std::uint64_t total_bytes() const { return total_bytes_; }
+
     // Reads every extent through reader, writes the targets, checks that no
     // cluster is missing, then flushes and closes every target. Throws
     // FormatError or Error on the first failure.
@@ -60,6 +67,7 @@ private:
     std::uint64_t vmstate_clusters_ = 0;
     unsigned last_percent_ = 0;
     Progress progress_;
+    Tick tick_;
     RestoreStats stats_;
 };
 
