@@ -15,7 +15,7 @@ void help()
                "\n"
                "vma list <filename>\n"
                "vma config <filename> [-c config]\n"
-               "vma create <filename> [-c config] pathname ...\n"
+               "vma create <filename> [-c config] [-d format=<format>:<device name>=<path> [-d ...]] pathname ...\n"
                "vma extract <filename> [-r <fifo>] <targetdir>\n"
                "vma verify <filename> [-v]\n",
                stdout);
