@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -156,10 +157,25 @@ void QemuNbdExport::spawn(const std::string &program, int listen_fd)
 
     Fd null_in = high_fd(open("/dev/null", O_RDONLY | O_CLOEXEC), "can't open /dev/null");
     const pid_t parent = getpid();
+    // no signal handler of ours may run in the child before exec: signals
+    // stay blocked across fork until the child has reset every disposition
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
     pid_t pid = fork();
-    if (pid < 0)
-        throw_errno("can't start qemu-nbd");
+    if (pid < 0) {
+        int err = errno;
+        pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+        throw Error("can't start qemu-nbd - " + errno_text(err));
+    }
     if (pid == 0) {
+        struct sigaction default_action = {};
+        default_action.sa_handler = SIG_DFL;
+        for (int sig = 1; sig < NSIG; sig++)
+            sigaction(sig, &default_action, nullptr);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
         // the fds 0-3 get their final contents; everything else is closed
         if (dup2(null_in.get(), STDIN_FILENO) < 0 || dup2(output_.get(), STDOUT_FILENO) < 0 ||
             dup2(output_.get(), STDERR_FILENO) < 0 || dup2(listen_fd, kListenFd) < 0)
@@ -174,6 +190,7 @@ void QemuNbdExport::spawn(const std::string &program, int listen_fd)
         (void)!write(STDERR_FILENO, message, sizeof(message) - 1);
         _exit(127);
     }
+    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
     pid_ = pid;
 }
 
@@ -195,6 +212,7 @@ void QemuNbdExport::finish()
 {
     if (!wait_exit(kExitTimeoutMs))
         throw Error("qemu-nbd failed closing '" + options_.filename + "' - still running after its client left");
+    remove_files();
     if (!WIFEXITED(status_) || WEXITSTATUS(status_) != 0) {
         std::string message = qemu_message();
         throw Error("qemu-nbd failed closing '" + options_.filename + "' - " +
@@ -242,11 +260,18 @@ void QemuNbdExport::stop() noexcept
             exited_ = true;
         }
     }
+    remove_files();
+}
+
+void QemuNbdExport::remove_files() noexcept
+{
     // qemu-nbd removes no socket it did not create itself
     if (!socket_path_.empty())
         unlink(socket_path_.c_str());
     if (!dir_.empty())
         rmdir(dir_.c_str());
+    socket_path_.clear();
+    dir_.clear();
 }
 
 std::string QemuNbdExport::exit_text() const

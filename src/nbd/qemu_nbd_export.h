@@ -51,8 +51,9 @@ public:
     // Connects the export's only client. Call once.
     std::unique_ptr<Connection> connect();
 
-    // After the client has disconnected: waits for qemu-nbd to exit and
-    // throws Error("qemu-nbd failed closing 'F' - ...") unless it exited 0.
+    // After the client has disconnected: waits for qemu-nbd to exit, removes
+    // the socket and its directory, and throws Error("qemu-nbd failed
+    // closing 'F' - ...") unless qemu-nbd exited with status 0.
     void finish();
 
     // Why qemu-nbd is gone, after a request failed: "qemu-nbd was killed by
@@ -68,6 +69,7 @@ private:
     // waits up to timeout_ms for the child to exit; true if it did
     bool wait_exit(int timeout_ms);
     void stop() noexcept;
+    void remove_files() noexcept;
     // QEMU's message from the captured output, without qemu-nbd's prefixes
     std::string qemu_message() const;
     std::string exit_text() const;
