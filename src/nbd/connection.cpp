@@ -129,15 +129,41 @@ std::uint64_t Connection::start_read(void *buf, std::size_t count, std::uint64_t
 
 void Connection::finish_read(std::uint64_t cookie)
 {
+    finish_command(cookie, "read");
+}
+
+std::uint64_t Connection::start_write(const void *buf, std::size_t count, std::uint64_t offset)
+{
+    int64_t cookie = nbd_aio_pwrite(handle_, buf, count, offset, NBD_NULL_COMPLETION, 0);
+    if (cookie < 0)
+        fail("write");
+    return static_cast<std::uint64_t>(cookie);
+}
+
+std::uint64_t Connection::start_write_zeroes(std::uint64_t offset, std::uint64_t count)
+{
+    int64_t cookie = nbd_aio_zero(handle_, count, offset, NBD_NULL_COMPLETION, 0);
+    if (cookie < 0)
+        fail("write zeroes");
+    return static_cast<std::uint64_t>(cookie);
+}
+
+void Connection::finish_command(std::uint64_t cookie, const char *what)
+{
     for (;;) {
         int done = nbd_aio_command_completed(handle_, cookie);
         if (done < 0)
-            fail("read");
+            fail(what);
         if (done == 1)
             return;
         if (nbd_poll(handle_, -1) < 0)
-            fail("read");
+            fail(what);
     }
+}
+
+std::uint64_t Connection::max_zero_request()
+{
+    return kMaxZeroRequest;
 }
 
 void Connection::write(const void *buf, std::size_t count, std::uint64_t offset)

@@ -58,11 +58,18 @@ public:
     // Waits for a started read to finish; throws if it failed.
     void finish_read(std::uint64_t cookie);
 
+    // As start_read, for a write of buf (valid until it completes) and for
+    // write-zeroes (only if can_zero()); finish_command() waits for either.
+    std::uint64_t start_write(const void *buf, std::size_t count, std::uint64_t offset);
+    std::uint64_t start_write_zeroes(std::uint64_t offset, std::uint64_t count);
+    void finish_command(std::uint64_t cookie, const char *what);
+
     // Writes count bytes at offset; blocks until the server has them (not
     // necessarily on stable storage: see flush()).
     void write(const void *buf, std::size_t count, std::uint64_t offset);
     // Makes [offset, offset+count) read as zeros without sending them
-    // (NBD_CMD_WRITE_ZEROES). Only if can_zero().
+    // (NBD_CMD_WRITE_ZEROES). Only if can_zero(); count at most
+    // max_zero_request() for start_write_zeroes.
     void write_zeroes(std::uint64_t offset, std::uint64_t count);
     // Asks the server to make every write it acknowledged durable
     // (NBD_CMD_FLUSH); a no-op on a server without flush support.
@@ -70,6 +77,7 @@ public:
 
     bool read_only() const { return read_only_; }
     bool can_zero() const { return can_zero_; }
+    static std::uint64_t max_zero_request();
 
     // The largest single read the server accepts (its block_size_maximum,
     // capped at 32 MiB; 32 MiB when it does not say).

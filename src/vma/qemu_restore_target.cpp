@@ -1,6 +1,7 @@
 #include "vma/qemu_restore_target.h"
 
 #include "nbd/qemu_nbd_export.h"
+#include "nbd/write_queue.h"
 #include "util/error.h"
 
 #include <algorithm>
@@ -35,26 +36,27 @@ public:
     QemuTarget(std::unique_ptr<nbd::QemuNbdExport> server, std::unique_ptr<nbd::Connection> connection,
                const std::string &filename, bool flush, bool write_zeroes)
         : RestoreTarget(filename, connection->size(), write_zeroes), server_(std::move(server)),
-          connection_(std::move(connection)), flush_(flush)
+          connection_(std::move(connection)), queue_(std::make_unique<nbd::WriteQueue>(*connection_)),
+          flush_(flush)
     {
     }
 
 protected:
     void store_data(const std::uint8_t *data, std::size_t len, std::uint64_t offset) override
     {
-        checked("write to " + path() + " failed", [&] { connection_->write(data, len, offset); });
+        checked("write to " + path() + " failed", [&] { queue_->write(data, len, offset); });
     }
 
     void store_zeros(std::uint64_t offset, std::size_t len) override
     {
         checked("write to " + path() + " failed", [&] {
             if (connection_->can_zero()) {
-                connection_->write_zeroes(offset, len);
+                queue_->write_zeroes(offset, len);
                 return;
             }
             for (std::size_t done = 0; done < len;) {
                 std::size_t n = std::min(kZeroChunk, len - done);
-                connection_->write(zero_chunk, n, offset + done);
+                queue_->write(zero_chunk, n, offset + done);
                 done += n;
             }
         });
@@ -62,6 +64,8 @@ protected:
 
     void close_durable() override
     {
+        checked("write to " + path() + " failed", [&] { queue_->drain(); });
+        queue_.reset();
         if (flush_)
             checked("vma flush of " + path() + " failed", [&] { connection_->flush(); });
         connection_.reset(); // the disconnect lets qemu-nbd close the image and exit
@@ -83,6 +87,8 @@ private:
 
     std::unique_ptr<nbd::QemuNbdExport> server_;
     std::unique_ptr<nbd::Connection> connection_;
+    // writes overlap with the restore's reading; destroyed before the connection
+    std::unique_ptr<nbd::WriteQueue> queue_;
     bool flush_;
 };
 
