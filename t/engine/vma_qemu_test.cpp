@@ -3,6 +3,7 @@
 // a qcow2 read for an archive (only its allocated data crosses the socket)
 // and a qcow2 written as a restore target (data, write-zeroes, flush).
 #include "nbd/qemu_nbd_export.h"
+#include "nbd/write_queue.h"
 #include "qmp_test_support.h"
 #include "util/error.h"
 #include "vma/qemu_image_source.h"
@@ -14,6 +15,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <csignal>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -164,4 +166,37 @@ TEST_CASE("qemu-nbd export: a missing qemu-nbd names its package", "[qemu-nbd]")
     CHECK(text == "can't open file " + work / "disk.qcow2" +
                       " - qemu-nbd not found in PATH - install the package qemu-utils");
     CHECK(tmp.entries().empty());
+}
+
+TEST_CASE("nbd write queue: every write lands; a server that dies fails the next call", "[qemu-nbd]")
+{
+    vma_test::TempDir work;
+    std::string image = work / "disk.raw", socket = work / "nbd.sock";
+    run("truncate -s 64M '" + image + "'");
+    qmp_test::Child server({"qemu-nbd", "--persistent", "--format=raw", "--socket=" + socket, image});
+    REQUIRE(qmp_test::wait_for_socket(socket, std::chrono::seconds(10)));
+    engine::nbd::Connection connection(socket, "");
+    vma_test::Bytes data = vma_test::random_bytes(6 * kMiB, 3);
+    {
+        // slots smaller than a write: one write becomes several requests
+        engine::nbd::WriteQueue queue(connection, kMiB, 3);
+        queue.write(data.data(), data.size(), 8 * kMiB);
+        queue.write_zeroes(8 * kMiB + 4096, 4096);
+        queue.drain();
+    }
+    vma_test::Bytes expected = data;
+    std::fill(expected.begin() + 4096, expected.begin() + 8192, 0);
+    vma_test::Bytes written = vma_test::read_file(image);
+    CHECK(vma_test::first_difference(vma_test::Bytes(written.begin() + 8 * kMiB, written.begin() + 14 * kMiB),
+                                     expected) == -1);
+
+    engine::nbd::WriteQueue queue(connection, kMiB, 3);
+    queue.write(data.data(), kMiB, 0);
+    kill(server.pid(), SIGKILL);
+    std::string text = qmp_test::failure_text([&] {
+        for (int i = 0; i < 1000; i++)
+            queue.write(data.data(), kMiB, std::uint64_t(i % 60) * kMiB);
+        queue.drain();
+    });
+    CHECK_THAT(text, Catch::StartsWith("NBD write on export '' failed - "));
 }
