@@ -5,6 +5,7 @@
 #include <libnbd.h>
 
 #include <algorithm>
+#include <sys/socket.h>
 
 namespace engine::nbd {
 
@@ -190,6 +191,15 @@ void Connection::flush()
 {
     if (can_flush_ && nbd_flush(handle_, 0) < 0)
         fail("flush");
+}
+
+void Connection::set_socket_buffers(int bytes)
+{
+    int fd = nbd_aio_get_fd(handle_);
+    if (fd < 0)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
 }
 
 } // namespace engine::nbd

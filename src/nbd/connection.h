@@ -75,6 +75,10 @@ public:
     // (NBD_CMD_FLUSH); a no-op on a server without flush support.
     void flush();
 
+    // Asks for socket buffers of `bytes` each way (best effort: the kernel
+    // caps them), so that large writes leave in one piece.
+    void set_socket_buffers(int bytes);
+
     bool read_only() const { return read_only_; }
     bool can_zero() const { return can_zero_; }
     static std::uint64_t max_zero_request();

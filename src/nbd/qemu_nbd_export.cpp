@@ -32,6 +32,7 @@ constexpr int kListenFd = 3;
 // (a qcow2 writes its metadata) before finish() or stop() give up
 constexpr int kExitTimeoutMs = 60 * 1000;
 constexpr int kTermTimeoutMs = 10 * 1000;
+constexpr int kSocketBuffer = 4 << 20;
 
 std::string find_in_path(const std::string &program)
 {
@@ -82,6 +83,12 @@ Fd listening_socket(const std::string &path)
     Fd fd = high_fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), "can't create a unix socket");
     if (bind(fd.get(), reinterpret_cast<sockaddr *>(&address), sizeof(address)) < 0)
         throw_errno("can't bind " + path);
+    // qemu-nbd's connection inherits the buffer size: replies of a few
+    // MiB go out in one piece instead of 200 KiB at a time (best effort,
+    // the kernel caps it at net.core.wmem_max)
+    int buffer = kSocketBuffer;
+    setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &buffer, sizeof(buffer));
+    setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &buffer, sizeof(buffer));
     if (listen(fd.get(), 1) < 0)
         throw_errno("can't listen on " + path);
     return fd;

@@ -31,6 +31,9 @@ const char *qemu_cache_name(CacheMode cache)
 constexpr std::size_t kZeroChunk = 1 << 20;
 const std::uint8_t zero_chunk[kZeroChunk] = {};
 
+// a whole queued write (nbd::WriteQueue's slot) fits into the socket
+constexpr int kSocketBuffer = 4 << 20;
+
 class QemuTarget final : public RestoreTarget {
 public:
     QemuTarget(std::unique_ptr<nbd::QemuNbdExport> server, std::unique_ptr<nbd::Connection> connection,
@@ -110,6 +113,7 @@ std::unique_ptr<RestoreTarget> open_qemu_target(const std::string &filename,
         auto connection = server->connect();
         if (connection->read_only())
             throw Error("read-only image");
+        connection->set_socket_buffers(kSocketBuffer);
         bool flush = !cache || *cache != CacheMode::Unsafe;
         return std::make_unique<QemuTarget>(std::move(server), std::move(connection), filename, flush,
                                             write_zeroes);
