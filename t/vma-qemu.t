@@ -6,7 +6,8 @@
 # (unallocated and zero clusters, a backing file), vmdk, a protocol path, a
 # json: filename and the -d form, each read back and compared with
 # `qemu-img convert -O raw`; and the failures (qemu-nbd missing, QEMU's open
-# error, qemu-nbd killed in the middle), each checked for leftovers: no
+# error, qemu-nbd killed in the middle of a restore and of a create), each
+# checked for leftovers: no
 # qemu-nbd process, no socket or temporary directory (vma runs with a
 # private TMPDIR), no extract directory, no archive.
 
@@ -382,6 +383,34 @@ check_failed_create('create -d with a malformed argument', ['-d', "drive-scsi0=$
     local $ENV{PATH} = "$dir/empty-path";
     check_failed_create('create with qemu-nbd missing', ["drive-scsi0=$dir/top.qcow2"],
         qr/^vma: bdrv_open '\Q$dir\E\/top.qcow2' failed - qemu-nbd not found in PATH - install the package qemu-utils$/m);
+}
+
+# qemu-nbd killed while create reads from it: the archive goes to a FIFO
+# that is not read until the kill, so vma is stuck well before the end
+shell("qemu-img create -q -f qcow2 '$dir/big.qcow2' 64M");
+shell("qemu-io -f qcow2 -c 'write -P 0x77 0 64M' '$dir/big.qcow2' >/dev/null");
+POSIX::mkfifo("$dir/out.fifo", 0600) or die "mkfifo: $!\n";
+{
+    my $pid = fork() // die "fork: $!\n";
+    if (!$pid) {
+        open(STDERR, '>', "$dir/create-kill.err") or POSIX::_exit(127);
+        exec($vma, 'create', "$dir/out.fifo", "drive-scsi0=$dir/big.qcow2") or POSIX::_exit(127);
+    }
+    # vma opens the FIFO after its qemu-nbd serves the image
+    open(my $fifo, '<', "$dir/out.fifo") or die "open $dir/out.fifo: $!\n";
+    my $victim = child_of($pid);
+    ok($victim, 'create runs a qemu-nbd child');
+    kill('KILL', $victim) if $victim;
+    binmode($fifo);
+    1 while read($fifo, my $buf, 1 << 20);
+    close($fifo);
+    waitpid($pid, 0);
+    is($? >> 8, 1, 'qemu-nbd killed mid-create: exit status 1');
+    open(my $fh, '<', "$dir/create-kill.err") or die "open: $!\n";
+    my $text = do { local $/; <$fh> } // '';
+    like($text, qr/^vma: creating vma archive failed - read error on '\Q$dir\E\/big.qcow2' - qemu-nbd was killed by signal 9$/m,
+        'qemu-nbd killed mid-create: message');
+    is_deeply(leftovers(), [], 'qemu-nbd killed mid-create: no qemu-nbd, socket or directory left');
 }
 
 done_testing();
