@@ -195,8 +195,9 @@ open($map, '>', "$dir/map2") or die;
 print $map "format=qcow2:0:drive-multi=$dir/target-multi.raw\n0:drive-odd=$dir/target-odd.raw\n";
 close($map);
 ($status, undef, $err) = run_captured($vma, 'extract', '-r', "$dir/map2", "$dir/m.vma", "$dir/m2");
-is($status >> 8, 1, 'an unsupported format is refused');
-like($err, qr/format 'qcow2' not supported/, 'with a message');
+is($status >> 8, 1, 'a raw file named as qcow2 is refused');
+like($err, qr/can't open file \Q$dir\E\/target-multi.raw - Image is not in qcow2 format/,
+    "with QEMU's message");
 
 open($map, '>', "$dir/map3") or die;
 print $map "0:drive-odd=$dir/target-odd.raw\ndone\n";

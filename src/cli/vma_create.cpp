@@ -1,11 +1,11 @@
-// vma create [-v] [-c CONFIG]... ARCHIVE [DEVNAME=]PATH...
+// vma create [-v] [-c CONFIG]... [-d format=FMT:DEVNAME=PATH]... ARCHIVE [DEVNAME=]PATH...
 #include "cli/vma_commands.h"
 
 #include "cli/progress.h"
 
 #include "util/error.h"
 #include "util/fd.h"
-#include "vma/image_source.h"
+#include "vma/device_source.h"
 #include "vma/output.h"
 #include "vma/writer.h"
 
@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <fcntl.h>
 #include <memory>
+#include <optional>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -42,9 +43,37 @@ std::string read_config_file(const std::string &path)
 
 struct Device {
     std::string name;
-    std::unique_ptr<vma::ImageSource> source;
+    std::unique_ptr<vma::DeviceSource> source;
     vma::DeviceId id = 0;
 };
+
+// A disk named on the command line, before it is opened.
+struct DeviceArg {
+    std::string name;
+    std::string path;
+    std::optional<std::string> format;
+};
+
+// [DEVNAME=]PATH; the name defaults to disk<index>.
+DeviceArg parse_device(const std::string &arg, int index)
+{
+    auto eq = arg.find('=');
+    if (eq == std::string::npos)
+        return {"disk" + std::to_string(index), arg, std::nullopt};
+    return {arg.substr(0, eq), arg.substr(eq + 1), std::nullopt};
+}
+
+// -d format=FMT:DEVNAME=PATH, as current pve-qemu's vma takes it.
+DeviceArg parse_formatted_device(const std::string &arg, int index)
+{
+    const std::string prefix = "format=";
+    auto colon = arg.find(':');
+    if (!arg.starts_with(prefix) || colon == std::string::npos || colon == prefix.size())
+        throw Error("invalid device '" + arg + "' - expected format=<format>:<device name>=<path>");
+    DeviceArg dev = parse_device(arg.substr(colon + 1), index);
+    dev.format = arg.substr(prefix.size(), colon - prefix.size());
+    return dev;
+}
 
 } // namespace
 
@@ -52,9 +81,12 @@ int create_archive(int argc, char **argv)
 {
     bool verbose = false;
     std::vector<std::string> config_files;
-    for (int c; (c = getopt(argc, argv, "hvc:")) != -1;) {
+    std::vector<std::string> formatted_devices;
+    for (int c; (c = getopt(argc, argv, "hvc:d:")) != -1;) {
         if (c == 'c')
             config_files.push_back(optarg);
+        else if (c == 'd')
+            formatted_devices.push_back(optarg);
         else if (c == 'v')
             verbose = true;
         else
@@ -68,17 +100,19 @@ int create_archive(int argc, char **argv)
     std::vector<std::pair<std::string, std::string>> configs;
     for (const auto &file : config_files)
         configs.emplace_back(file, read_config_file(file));
+    std::vector<DeviceArg> args;
+    for (const auto &arg : formatted_devices)
+        args.push_back(parse_formatted_device(arg, static_cast<int>(args.size())));
+    while (optind < argc)
+        args.push_back(parse_device(argv[optind++], static_cast<int>(args.size())));
     std::vector<Device> devices;
-    for (int index = 0; optind < argc; index++) {
-        std::string arg = argv[optind++];
+    for (const auto &arg : args) {
         Device dev;
-        auto eq = arg.find('=');
-        std::string path = eq == std::string::npos ? arg : arg.substr(eq + 1);
-        dev.name = eq == std::string::npos ? "disk" + std::to_string(index) : arg.substr(0, eq);
+        dev.name = arg.name;
         try {
-            dev.source = std::make_unique<vma::ImageSource>(path);
+            dev.source = vma::open_device_source(arg.path, arg.format);
         } catch (const Error &e) {
-            throw Error("bdrv_open '" + path + "' failed - " + e.what());
+            throw Error("bdrv_open '" + arg.path + "' failed - " + e.what());
         }
         devices.push_back(std::move(dev));
     }
@@ -131,8 +165,10 @@ int create_archive(int argc, char **argv)
 
     try {
         report();
-        for (auto &dev : devices)
-            vma::write_image(writer, dev.id, *dev.source, report);
+        for (auto &dev : devices) {
+            dev.source->write_to(writer, dev.id, report);
+            dev.source->finish();
+        }
         writer.finish();
         output.commit();
         line.finish();

@@ -10,13 +10,14 @@
 #include "util/fd.h"
 #include "vma/restore.h"
 #include "vma/restore_map.h"
+#include "vma/target_open.h"
 
 #include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <fcntl.h>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -45,18 +46,6 @@ void write_config_file(const std::string &path, const std::string &data)
     engine::write_all(fd.get(), data.data(), data.size(),
                       ("unable to write file: Failed to write file '" + path + "'").c_str());
     fd.close_checked(("unable to write file: Failed to close file '" + path + "'").c_str());
-}
-
-// QEMU would probe a target given without format=; we only write raw, so
-// refuse an image whose header shows another format.
-void check_probed_raw(const std::string &path)
-{
-    engine::Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    unsigned char magic[4] = {};
-    if (fd && pread(fd.get(), magic, 4, 0) == 4) {
-        if (!std::memcmp(magic, "QFI\xfb", 4) || !std::memcmp(magic, "KDMV", 4))
-            throw Error("can't open file " + path + " - image format not supported (only raw)");
-    }
 }
 
 void print_progress(time_t start, unsigned percent, std::uint64_t bytes)
@@ -186,14 +175,10 @@ int extract_content(int argc, char **argv)
         if (it == devmap.end())
             throw Error("no device name mapping for " + dev.name);
         const vma::MapEntry &map = it->second;
-        if (map.format && *map.format != "raw")
-            throw Error("can't open file " + map.path + " - format '" + *map.format +
-                        "' not supported (only raw)");
-        if (!map.format)
-            check_probed_raw(map.path);
-        vma::CacheMode cache =
-            map.cache ? vma::parse_cache_mode(*map.cache) : vma::CacheMode::Writeback;
-        auto target = vma::RestoreTarget::open_existing(map.path, cache, map.write_zero);
+        std::optional<vma::CacheMode> cache;
+        if (map.cache)
+            cache = vma::parse_cache_mode(*map.cache);
+        auto target = vma::open_map_target(map.path, map.format, cache, map.write_zero);
         std::shared_ptr<vma::Throttle> throttle;
         if (map.throttling_group) {
             auto &group = groups[*map.throttling_group];

@@ -5,14 +5,16 @@
 #include <libnbd.h>
 
 #include <algorithm>
+#include <sys/socket.h>
 
 namespace engine::nbd {
 
 namespace {
 
 constexpr std::size_t kMaxRequest = 32u << 20;
-// NBD's block status request length is 32 bits wide.
+// NBD's block status and write-zeroes request lengths are 32 bits wide.
 constexpr std::uint64_t kMaxStatusRequest = 0xffffffffu & ~std::uint64_t(0xfffff);
+constexpr std::uint64_t kMaxZeroRequest = kMaxStatusRequest;
 
 } // namespace
 
@@ -48,6 +50,13 @@ Connection::Connection(const std::string &socket_path, const std::string &export
         if (has_map < 0)
             fail("meta context query");
         has_allocation_map_ = has_map == 1;
+        int read_only = nbd_is_read_only(handle_), can_zero = nbd_can_zero(handle_),
+            can_flush = nbd_can_flush(handle_);
+        if (read_only < 0 || can_zero < 0 || can_flush < 0)
+            fail("feature query");
+        read_only_ = read_only != 0;
+        can_zero_ = can_zero == 1;
+        can_flush_ = can_flush == 1;
         int64_t maximum = nbd_get_block_size(handle_, LIBNBD_SIZE_MAXIMUM);
         max_request_ = maximum > 0 ? std::min<std::size_t>(static_cast<std::size_t>(maximum), kMaxRequest)
                                    : kMaxRequest;
@@ -121,15 +130,76 @@ std::uint64_t Connection::start_read(void *buf, std::size_t count, std::uint64_t
 
 void Connection::finish_read(std::uint64_t cookie)
 {
+    finish_command(cookie, "read");
+}
+
+std::uint64_t Connection::start_write(const void *buf, std::size_t count, std::uint64_t offset)
+{
+    int64_t cookie = nbd_aio_pwrite(handle_, buf, count, offset, NBD_NULL_COMPLETION, 0);
+    if (cookie < 0)
+        fail("write");
+    return static_cast<std::uint64_t>(cookie);
+}
+
+std::uint64_t Connection::start_write_zeroes(std::uint64_t offset, std::uint64_t count)
+{
+    int64_t cookie = nbd_aio_zero(handle_, count, offset, NBD_NULL_COMPLETION, 0);
+    if (cookie < 0)
+        fail("write zeroes");
+    return static_cast<std::uint64_t>(cookie);
+}
+
+void Connection::finish_command(std::uint64_t cookie, const char *what)
+{
     for (;;) {
         int done = nbd_aio_command_completed(handle_, cookie);
         if (done < 0)
-            fail("read");
+            fail(what);
         if (done == 1)
             return;
         if (nbd_poll(handle_, -1) < 0)
-            fail("read");
+            fail(what);
     }
+}
+
+std::uint64_t Connection::max_zero_request()
+{
+    return kMaxZeroRequest;
+}
+
+void Connection::write(const void *buf, std::size_t count, std::uint64_t offset)
+{
+    for (std::size_t done = 0; done < count;) {
+        std::size_t chunk = std::min(count - done, max_request_);
+        if (nbd_pwrite(handle_, static_cast<const char *>(buf) + done, chunk, offset + done, 0) < 0)
+            fail("write");
+        done += chunk;
+    }
+}
+
+void Connection::write_zeroes(std::uint64_t offset, std::uint64_t count)
+{
+    for (std::uint64_t done = 0; done < count;) {
+        std::uint64_t chunk = std::min(count - done, kMaxZeroRequest);
+        if (nbd_zero(handle_, chunk, offset + done, 0) < 0)
+            fail("write zeroes");
+        done += chunk;
+    }
+}
+
+void Connection::flush()
+{
+    if (can_flush_ && nbd_flush(handle_, 0) < 0)
+        fail("flush");
+}
+
+void Connection::set_socket_buffers(int bytes)
+{
+    int fd = nbd_aio_get_fd(handle_);
+    if (fd < 0)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
 }
 
 } // namespace engine::nbd

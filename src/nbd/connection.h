@@ -1,6 +1,7 @@
-// One client connection to an NBD export (libnbd), read-only: the export's
-// size, its allocation map (base:allocation block status) and reads, either
-// blocking or several in flight at once.
+// One client connection to an NBD export (libnbd): the export's size, its
+// allocation map (base:allocation block status) and reads, either blocking
+// or several in flight at once; and, on a writable export, blocking writes,
+// write-zeroes and flush.
 //
 // Contract:
 // - The constructor connects to a unix socket and negotiates the export; the
@@ -57,6 +58,31 @@ public:
     // Waits for a started read to finish; throws if it failed.
     void finish_read(std::uint64_t cookie);
 
+    // As start_read, for a write of buf (valid until it completes) and for
+    // write-zeroes (only if can_zero()); finish_command() waits for either.
+    std::uint64_t start_write(const void *buf, std::size_t count, std::uint64_t offset);
+    std::uint64_t start_write_zeroes(std::uint64_t offset, std::uint64_t count);
+    void finish_command(std::uint64_t cookie, const char *what);
+
+    // Writes count bytes at offset; blocks until the server has them (not
+    // necessarily on stable storage: see flush()).
+    void write(const void *buf, std::size_t count, std::uint64_t offset);
+    // Makes [offset, offset+count) read as zeros without sending them
+    // (NBD_CMD_WRITE_ZEROES). Only if can_zero(); count at most
+    // max_zero_request() for start_write_zeroes.
+    void write_zeroes(std::uint64_t offset, std::uint64_t count);
+    // Asks the server to make every write it acknowledged durable
+    // (NBD_CMD_FLUSH); a no-op on a server without flush support.
+    void flush();
+
+    // Asks for socket buffers of `bytes` each way (best effort: the kernel
+    // caps them), so that large writes leave in one piece.
+    void set_socket_buffers(int bytes);
+
+    bool read_only() const { return read_only_; }
+    bool can_zero() const { return can_zero_; }
+    static std::uint64_t max_zero_request();
+
     // The largest single read the server accepts (its block_size_maximum,
     // capped at 32 MiB; 32 MiB when it does not say).
     std::size_t max_request() const { return max_request_; }
@@ -69,6 +95,9 @@ private:
     std::uint64_t size_ = 0;
     std::size_t max_request_ = 0;
     bool has_allocation_map_ = false;
+    bool read_only_ = true;
+    bool can_zero_ = false;
+    bool can_flush_ = false;
 };
 
 } // namespace engine::nbd

@@ -1,6 +1,7 @@
 #include "vma/restore_target.h"
 
 #include "util/error.h"
+#include "util/fd.h"
 #include "vma/format.h"
 
 #include <algorithm>
@@ -79,6 +80,76 @@ CacheMode parse_cache_mode(const std::string &text)
     throw Error("invalid cache option: " + text);
 }
 
+namespace {
+
+// A raw file or block device, written with pwrite.
+class FileTarget final : public RestoreTarget {
+public:
+    FileTarget(Fd fd, std::string path, std::uint64_t size, CacheMode cache, bool write_zeroes)
+        : RestoreTarget(std::move(path), size, write_zeroes), fd_(std::move(fd)), cache_(cache)
+    {
+    }
+
+    void grow_to(std::uint64_t size) override
+    {
+        if (size > size_) {
+            if (ftruncate(fd_.get(), static_cast<off_t>(size)) < 0)
+                throw_errno("can't resize " + path());
+            size_ = size;
+        }
+    }
+
+protected:
+    void store_data(const std::uint8_t *data, std::size_t len, std::uint64_t offset) override
+    {
+        const std::string what = "write to " + path() + " failed";
+        // O_DIRECT takes whole logical blocks (at most 4 KiB) only; offsets
+        // are always block-aligned, so only a disk's partial last block
+        // needs help
+        const bool direct = open_flags_for(cache_) & O_DIRECT;
+        const std::size_t direct_len = direct ? len - len % kBlockSize : len;
+        if (direct_len)
+            pwrite_all(fd_.get(), data, direct_len, offset, what.c_str());
+        if (direct_len < len)
+            pwrite_buffered(data + direct_len, len - direct_len, offset + direct_len, what);
+    }
+
+    void store_zeros(std::uint64_t offset, std::size_t len) override
+    {
+        for (std::size_t done = 0; done < len;) {
+            std::size_t n = std::min(kZeroChunk, len - done);
+            store_data(zero_chunk, n, offset + done);
+            done += n;
+        }
+    }
+
+    void close_durable() override
+    {
+        if (cache_ != CacheMode::Unsafe && fdatasync(fd_.get()) < 0 && errno != EINVAL)
+            throw_errno("vma flush of " + path() + " failed");
+        fd_.close_checked(("close of " + path() + " failed").c_str());
+    }
+
+private:
+    // The partial last block goes through the page cache instead;
+    // close_durable()'s fdatasync (or O_DSYNC) makes it as durable as the rest.
+    void pwrite_buffered(const std::uint8_t *data, std::size_t len, std::uint64_t offset,
+                         const std::string &what)
+    {
+        int flags = fcntl(fd_.get(), F_GETFL);
+        if (flags < 0 || fcntl(fd_.get(), F_SETFL, flags & ~O_DIRECT) < 0)
+            throw_errno("can't turn off O_DIRECT on " + path());
+        pwrite_all(fd_.get(), data, len, offset, what.c_str());
+        if (fcntl(fd_.get(), F_SETFL, flags) < 0)
+            throw_errno("can't turn on O_DIRECT on " + path());
+    }
+
+    Fd fd_;
+    CacheMode cache_;
+};
+
+} // namespace
+
 std::unique_ptr<RestoreTarget> RestoreTarget::open_existing(const std::string &path, CacheMode cache,
                                                             bool write_zeroes)
 {
@@ -87,8 +158,7 @@ std::unique_ptr<RestoreTarget> RestoreTarget::open_existing(const std::string &p
         throw_errno("can't open file " + path);
     check_writable_device(fd.get(), path);
     std::uint64_t size = size_of(fd.get(), path);
-    return std::unique_ptr<RestoreTarget>(
-        new RestoreTarget(std::move(fd), path, size, cache, write_zeroes));
+    return std::make_unique<FileTarget>(std::move(fd), path, size, cache, write_zeroes);
 }
 
 std::unique_ptr<RestoreTarget> RestoreTarget::create_sparse(const std::string &path, std::uint64_t size)
@@ -101,46 +171,15 @@ std::unique_ptr<RestoreTarget> RestoreTarget::create_sparse(const std::string &p
         unlink(path.c_str());
         throw Error("can't create file " + path + ": " + errno_text(err));
     }
-    return std::unique_ptr<RestoreTarget>(
-        new RestoreTarget(std::move(fd), path, size, CacheMode::Writeback, false));
+    return std::make_unique<FileTarget>(std::move(fd), path, size, CacheMode::Writeback, false);
 }
 
-RestoreTarget::RestoreTarget(Fd fd, std::string path, std::uint64_t size, CacheMode cache,
-                             bool write_zeroes)
-    : fd_(std::move(fd)), path_(std::move(path)), size_(size), cache_(cache),
-      write_zeroes_(write_zeroes)
+RestoreTarget::RestoreTarget(std::string path, std::uint64_t size, bool write_zeroes)
+    : size_(size), path_(std::move(path)), write_zeroes_(write_zeroes)
 {
 }
 
 RestoreTarget::~RestoreTarget() = default;
-
-void RestoreTarget::pwrite_checked(const std::uint8_t *data, std::size_t len, std::uint64_t offset)
-{
-    if (throttle_)
-        throttle_->consume(len);
-    const std::string what = "write to " + path_ + " failed";
-    // O_DIRECT takes whole logical blocks (at most 4 KiB) only; offsets are
-    // always block-aligned, so only a disk's partial last block needs help
-    const bool direct = open_flags_for(cache_) & O_DIRECT;
-    const std::size_t direct_len = direct ? len - len % kBlockSize : len;
-    if (direct_len)
-        pwrite_all(fd_.get(), data, direct_len, offset, what.c_str());
-    if (direct_len < len)
-        pwrite_buffered(data + direct_len, len - direct_len, offset + direct_len, what);
-}
-
-// The partial last block goes through the page cache instead; finish()'s
-// fdatasync (or O_DSYNC) makes it as durable as the rest.
-void RestoreTarget::pwrite_buffered(const std::uint8_t *data, std::size_t len, std::uint64_t offset,
-                                    const std::string &what)
-{
-    int flags = fcntl(fd_.get(), F_GETFL);
-    if (flags < 0 || fcntl(fd_.get(), F_SETFL, flags & ~O_DIRECT) < 0)
-        throw_errno("can't turn off O_DIRECT on " + path_);
-    pwrite_all(fd_.get(), data, len, offset, what.c_str());
-    if (fcntl(fd_.get(), F_SETFL, flags) < 0)
-        throw_errno("can't turn on O_DIRECT on " + path_);
-}
 
 void RestoreTarget::write(std::uint64_t offset, const std::uint8_t *data, std::size_t len)
 {
@@ -173,34 +212,26 @@ void RestoreTarget::flush_pending()
 {
     if (!pending_len_)
         return;
-    if (pending_data_) {
-        pwrite_checked(pending_data_, pending_len_, pending_offset_);
-    } else {
-        for (std::size_t done = 0; done < pending_len_;) {
-            std::size_t n = std::min(kZeroChunk, pending_len_ - done);
-            pwrite_checked(zero_chunk, n, pending_offset_ + done);
-            done += n;
-        }
-    }
+    if (throttle_)
+        throttle_->consume(pending_len_);
+    if (pending_data_)
+        store_data(pending_data_, pending_len_, pending_offset_);
+    else
+        store_zeros(pending_offset_, pending_len_);
     pending_len_ = 0;
     pending_data_ = nullptr;
 }
 
 void RestoreTarget::grow_to(std::uint64_t size)
 {
-    if (size > size_) {
-        if (ftruncate(fd_.get(), static_cast<off_t>(size)) < 0)
-            throw_errno("can't resize " + path_);
-        size_ = size;
-    }
+    if (size > size_)
+        throw Error("can't resize " + path_ + " - only the vmstate file grows");
 }
 
 void RestoreTarget::finish()
 {
     flush_pending();
-    if (cache_ != CacheMode::Unsafe && fdatasync(fd_.get()) < 0 && errno != EINVAL)
-        throw_errno("vma flush of " + path_ + " failed");
-    fd_.close_checked(("close of " + path_ + " failed").c_str());
+    close_durable();
 }
 
 } // namespace engine::vma

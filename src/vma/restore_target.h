@@ -1,7 +1,7 @@
-// Where a restored device's bytes go: a raw image file or a block device.
+// Where a restored device's bytes go: a raw image file, a block device, or
+// (through QEMU) any image QEMU opens.
 #pragma once
 
-#include "util/fd.h"
 #include "vma/throttle.h"
 
 #include <cstdint>
@@ -22,9 +22,11 @@ enum class CacheMode {
 // Parses a cache= value; throws Error("invalid cache option: X").
 CacheMode parse_cache_mode(const std::string &text);
 
-// Writes a device's data at byte offsets, coalescing adjacent writes into
-// large pwrite calls. Zero ranges are written only if write_zeroes is set
-// (a target that starts out zero, like a new sparse file, needs no writes).
+// Where a device's data goes, at byte offsets: adjacent writes are coalesced
+// into large ones. Zero ranges are written only if write_zeroes is set (a
+// target that starts out zero, like a new sparse file, needs no writes).
+// The storage behind it is a raw file or block device (open_existing,
+// create_sparse) or an image opened by QEMU (qemu_restore_target.h).
 class RestoreTarget {
 public:
     // Opens an existing file or block device for writing. Throws
@@ -34,37 +36,41 @@ public:
     // Creates a new sparse file of the given size (O_EXCL). Throws Error.
     static std::unique_ptr<RestoreTarget> create_sparse(const std::string &path, std::uint64_t size);
 
-    ~RestoreTarget();
+    virtual ~RestoreTarget();
 
     const std::string &path() const { return path_; }
-    // The writable size (file size or block device size).
+    // The writable size (file size, block device size or virtual disk size).
     std::uint64_t size() const { return size_; }
     bool write_zeroes() const { return write_zeroes_; }
     void set_throttle(std::shared_ptr<Throttle> throttle) { throttle_ = std::move(throttle); }
 
     // Queues len bytes of data for offset; data must stay valid until
-    // flush_pending(). Adjacent queued writes become one pwrite.
+    // flush_pending(). Adjacent queued writes become one write.
     void write(std::uint64_t offset, const std::uint8_t *data, std::size_t len);
     // Queues zeros for [offset, offset+len) if write_zeroes is set.
     void write_zero(std::uint64_t offset, std::size_t len);
     // Issues the queued write. Throws Error on failure (e.g. ENOSPC).
     void flush_pending();
-    // Extends a file target to at least size bytes (the end reads as zeros).
-    void grow_to(std::uint64_t size);
-    // flush_pending(), then makes the data durable (fdatasync) unless the
-    // cache mode is unsafe, and closes the target, reporting a failing close.
+    // Extends the target to at least size bytes (the end reads as zeros).
+    // Only the vmstate file grows; other targets throw Error.
+    virtual void grow_to(std::uint64_t size);
+    // flush_pending(), then makes the data durable (unless the cache mode
+    // is unsafe) and closes the target, reporting a failing close.
     void finish();
 
-private:
-    RestoreTarget(Fd fd, std::string path, std::uint64_t size, CacheMode cache, bool write_zeroes);
-    void pwrite_checked(const std::uint8_t *data, std::size_t len, std::uint64_t offset);
-    void pwrite_buffered(const std::uint8_t *data, std::size_t len, std::uint64_t offset,
-                         const std::string &what);
+protected:
+    RestoreTarget(std::string path, std::uint64_t size, bool write_zeroes);
+    // Stores len bytes of data, or of zeros, at offset (the throttle is
+    // already accounted).
+    virtual void store_data(const std::uint8_t *data, std::size_t len, std::uint64_t offset) = 0;
+    virtual void store_zeros(std::uint64_t offset, std::size_t len) = 0;
+    // Makes everything stored durable and closes the storage.
+    virtual void close_durable() = 0;
 
-    Fd fd_;
-    std::string path_;
     std::uint64_t size_;
-    CacheMode cache_;
+
+private:
+    std::string path_;
     bool write_zeroes_;
     std::shared_ptr<Throttle> throttle_;
     // the queued run: data (or zeros when pending_data_ is null)
