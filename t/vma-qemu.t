@@ -7,9 +7,9 @@
 # json: filename and the -d form, each read back and compared with
 # `qemu-img convert -O raw`; and the failures (qemu-nbd missing, QEMU's open
 # error, qemu-nbd killed in the middle of a restore and of a create), each
-# checked for leftovers: no
-# qemu-nbd process, no socket or temporary directory (vma runs with a
-# private TMPDIR), no extract directory, no archive.
+# checked for leftovers: no qemu-nbd process, no socket or temporary
+# directory (vma runs with a private TMPDIR), no extract directory, no
+# archive.
 
 use strict;
 use warnings;
