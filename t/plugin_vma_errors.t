@@ -37,7 +37,7 @@ my sub foreign_backup {
     my $config = $node->root . "/foreign.conf";
     VZDumpScenario::write_file($config, "name: foreign\n");
     PVE::VZDump::QemuServer::Engine::qmp_batch(
-        PVE::QemuServer::Helpers::qmp_socket($vmid),
+        PVE::TestNode::vm_socket($vmid, 'qmp'),
         $vmid,
         [
             ($cancel_first ? (['backup-cancel', {}]) : ()),

@@ -97,7 +97,7 @@ sub check_cleanup {
     # each pair writes one pattern at one offset of both disks in a single
     # monitor session; pairs never overlap each other
     my $writer = during(sub {
-        my $socket = PVE::QemuServer::Helpers::qmp_socket($vmid);
+        my $socket = PVE::TestNode::vm_socket($vmid, 'qmp');
         for my $k (1 .. 400) {
             my $offset = $k * 64 * 1024;
             my $cmds = [map {

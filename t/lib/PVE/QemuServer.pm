@@ -99,13 +99,15 @@ my sub simulator_command {
     my $run_dir = PVE::TestNode::run_dir();
     my $cmd = [
         PVE::TestNode::simulator(),
-        '--pidfile', PVE::QemuServer::Helpers::pidfile_name($vmid),
-        '--qmp', PVE::QemuServer::Helpers::qmp_socket($vmid),
+        '--pidfile', PVE::TestNode::vm_pidfile($vmid),
+        '--qmp', PVE::TestNode::vm_socket($vmid, 'qmp'),
         '--log', "$run_dir/$vmid.qmp-log",
     ];
-    push @$cmd, '--qga', PVE::QemuServer::Helpers::qmp_socket($vmid, 1)
+    push @$cmd, '--qga', PVE::TestNode::vm_socket($vmid, 'qga')
         if get_qga_key($conf, 'enabled');
     push @$cmd, '--status', 'prelaunch' if $paused;
+    # qemu-server 9 attaches the disks with -blockdev (pve-qemu 10's node graph)
+    push @$cmd, '--blockdev' if PVE::TestNode::release() >= 9;
 
     PVE::QemuConfig->foreach_volume(
         $conf,
@@ -135,7 +137,7 @@ sub vm_start {
     my $run_dir = PVE::TestNode::run_dir();
     -d $run_dir or File::Path::make_path($run_dir);
     my $cmd = simulator_command($storecfg, $vmid, $conf, $params->{paused});
-    unlink PVE::QemuServer::Helpers::qmp_socket($vmid), PVE::QemuServer::Helpers::qmp_socket($vmid, 1);
+    unlink PVE::TestNode::vm_socket($vmid, 'qmp'), PVE::TestNode::vm_socket($vmid, 'qga');
 
     # daemonize as QEMU does: the VM is nobody's child
     my $pid = fork() // die "fork failed - $!\n";
@@ -151,7 +153,7 @@ sub vm_start {
     waitpid($pid, 0);
 
     for (my $waited = 0; $waited < 100; $waited++) {
-        return if check_running($vmid) && -S PVE::QemuServer::Helpers::qmp_socket($vmid);
+        return if check_running($vmid) && -S PVE::TestNode::vm_socket($vmid, 'qmp');
         usleep(50_000);
     }
     die "start failed: QEMU exited or did not open its QMP socket\n";
