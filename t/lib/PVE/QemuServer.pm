@@ -91,7 +91,8 @@ sub qemu_drivedel {
     die "deleting drive $deviceid failed : $ret\n";
 }
 
-# The simulator's command line for the VM's disks: every drive but CD-ROMs,
+# The simulator's command line for the VM's disks: every drive but CD-ROMs
+# and the TPM state,
 # named as QEMU names them (drive-<key>).
 my sub simulator_command {
     my ($storecfg, $vmid, $conf, $paused) = @_;
@@ -114,6 +115,7 @@ my sub simulator_command {
         sub {
             my ($key, $drive) = @_;
             return if PVE::QemuServer::Drive::drive_is_cdrom($drive);
+            return if $key eq 'tpmstate0'; # swtpm's state, not a QEMU drive
             my ($storeid) = PVE::Storage::parse_volume_id($drive->{file}, 1);
             my $path = $storeid ? PVE::Storage::path($storecfg, $drive->{file}) : $drive->{file};
             my $format = $path =~ m/\.qcow2$/ ? 'qcow2' : 'raw';

@@ -1,8 +1,9 @@
 package PVE::QemuServer::Blockdev;
 
-# qemu-server 9's blockdev helpers, as far as vzdump's plugin uses them:
-# get_block_info, attach (fleecing images and the TPM backup node) and
-# detach/detach_tpm_backup_node. They send the QMP qemu-server 9.2.6 sends,
+# qemu-server 9's blockdev helpers, as far as vzdump's plugin (and
+# QemuConfig's fleecing cleanup) uses them: get_block_info, attach (fleecing
+# images and the TPM backup node), detach, detach_tpm_backup_node and
+# detach_fleecing_block_nodes. They send the QMP qemu-server 9.2.6 sends,
 # with its node names (drive-<id>-fleecing over <id>-fleecing-file,
 # drive-tpmstate0-backup over tpmstate0-backup-file) and the blockdev options
 # it generates for a volume of a 'dir' storage. Attaching a drive's own top
@@ -203,6 +204,21 @@ sub detach {
             if $opts->{'follow-backing'} && $children->{backing};
     }
     return;
+}
+
+# QemuConfig::cleanup_fleecing_images' way to drop fleecing nodes a
+# previous backup left attached
+sub detach_fleecing_block_nodes {
+    my ($vmid, $log_func) = @_;
+
+    for my $info (mon_cmd($vmid, "query-named-block-nodes")->@*) {
+        my $node_name = $info->{'node-name'};
+        next if $node_name !~ m/-fleecing$/;
+
+        $log_func->('info', "detaching (old) fleecing image '$node_name'");
+        eval { detach(vm_qmp_peer($vmid), $node_name) };
+        $log_func->('warn', "error detaching (old) fleecing image '$node_name' - $@") if $@;
+    }
 }
 
 sub detach_tpm_backup_node {
