@@ -10,6 +10,7 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use Test::More;
 
@@ -19,6 +20,7 @@ use PVE::Tools;
 plan skip_all => "the pve-qemu simulator is not built" if !-x PVE::TestNode::simulator();
 
 my $node = VZDumpScenario->new();
+my $pve9 = VZDumpScenario::pve9();
 my $priv = $node->root . "/etc/pve/priv/storage";
 PVE::Tools::file_set_contents("$priv/pbs1.pw", "s3cret\n");
 my $total = 8 * 1024 * 1024 + 3 * 1024 * 1024 + 12 * 1024;
@@ -70,10 +72,19 @@ PVE::Tools::file_set_contents("$priv/pbs1.enc", "{}\n");
     like($run->{raw}, qr/"backup-time":\d+[,}]/, 'backup-time is a JSON number');
     like($run->{raw}, qr/"encrypt":true/, 'encrypt is a JSON boolean');
     is_deeply(
-        [grep { m/encryption|dirty-bitmap|incremental|started backup|creating/ } $run->{messages}->@*],
+        [grep { m/encryption|dirty-bitmap|incremental|started backup|starting backup|creating|freeze/ }
+                $run->{messages}->@*],
         [
             "INFO: creating Proxmox Backup Server archive '$run->{task}->{target}'",
             "INFO: enabling encryption",
+            (
+                $pve9
+                ? (
+                    "INFO: skipping guest filesystem freeze - disabled in VM options",
+                    "INFO: starting backup via QMP command",
+                )
+                : ()
+            ),
             "INFO: started backup task '$run->{uuid}'",
             "INFO: scsi0: dirty-bitmap status: created new",
             "INFO: virtio1: dirty-bitmap status: created new",
@@ -120,6 +131,7 @@ $node->stop_vm($vmid);
     my $run = pbs_backup($vmid);
     is($run->{task}->{msg}, "master key configured but running QEMU version does not support master keys\n",
         'master key without QEMU support: refused');
+    ok(!(grep { m/starting backup via QMP/ } $run->{messages}->@*), 'master key refused: no QMP batch announced');
     ok(!$run->{backup}, 'master key without QEMU support: no backup started');
     $node->stop_vm($vmid);
 }
