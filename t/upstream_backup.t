@@ -11,6 +11,7 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib", "$FindBin::Bin/upstream";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use Digest::SHA;
 use File::Path qw(make_path remove_tree);
