@@ -202,10 +202,12 @@ void attach_as_blockdev(Vm &vm, const Drive &drive)
     std::string key = drive.id.starts_with("drive-") ? drive.id.substr(6) : drive.id;
     Drive file = drive;
     file.id.clear();
+    file.qdev.clear();
     file.node_name = "e" + key;
     file.driver = "file";
     Drive format = drive;
     format.id.clear();
+    format.qdev.clear();
     format.node_name = "f" + key;
     format.driver = drive.format;
     format.file_child = file.node_name;
@@ -224,10 +226,10 @@ void attach_as_blockdev(Vm &vm, const Drive &drive)
 
 Json blockdev_add(Vm &vm, const Json &arguments)
 {
-    if (!arguments.is_object() || !arguments.has("node-name")) {
-        check_arguments(arguments, common_options());
+    if (!arguments.is_object())
+        check_arguments(arguments, common_options()); // QMP's text for arguments that are no object
+    if (!arguments.has("node-name"))
         throw QmpError("'node-name' must be specified for the root node");
-    }
     std::vector<Drive> pending;
     Drive root = open_node(vm, arguments, pending);
     root.monitor_owned = true;
