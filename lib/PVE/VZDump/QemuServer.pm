@@ -1250,8 +1250,6 @@ sub qga_fs_thaw {
     $self->logerr($@) if $@;
 }
 
-# The size for fleecing images needs to be exactly the same size as QEMU sees. E.g. EFI disk can be
-# attached with a smaller size then the underyling image on the storage.
 # qemu-server 9: block info keyed by drive id; the TPM backup node has no
 # front-end device, so its size comes from query-named-block-nodes
 my $block_node_size_blockdev = sub {
@@ -1267,33 +1265,29 @@ my $block_node_size_blockdev = sub {
     return eval { $block_info->{$drive_key}->{inserted}->{image}->{'virtual-size'}; };
 };
 
+# The size for fleecing images needs to be exactly the same size as QEMU sees. E.g. EFI disk can be
+# attached with a smaller size then the underyling image on the storage.
 sub query_block_node_sizes {
     my ($self, $vmid, $disks) = @_;
 
+    my $block_info;
     if ($qemu_server_9) {
-        my $block_info = PVE::QemuServer::Blockdev::get_block_info($vmid);
-        for my $diskinfo ($disks->@*) {
-            my $drive_key = $diskinfo->{virtdev};
-            my $block_node_size = $block_node_size_blockdev->($vmid, $block_info, $drive_key);
-            if (!$block_node_size) {
-                $self->loginfo(
-                    "could not determine block node size of drive '$drive_key' - using fallback");
-                $block_node_size = $diskinfo->{size}
-                    or die "could not determine size of drive '$drive_key'\n";
-            }
-            $diskinfo->{'block-node-size'} = $block_node_size;
-        }
-        return;
+        $block_info = PVE::QemuServer::Blockdev::get_block_info($vmid);
+    } else {
+        $block_info = mon_cmd($vmid, "query-block");
+        $block_info = { map { $_->{device} => $_ } $block_info->@* };
     }
-
-    my $block_info = mon_cmd($vmid, "query-block");
-    $block_info = { map { $_->{device} => $_ } $block_info->@* };
 
     for my $diskinfo ($disks->@*) {
         my $drive_key = $diskinfo->{virtdev};
-        $drive_key .= "-backup" if $drive_key eq 'tpmstate0';
-        my $block_node_size =
-            eval { $block_info->{"drive-$drive_key"}->{inserted}->{image}->{'virtual-size'}; };
+        my $block_node_size;
+        if ($qemu_server_9) {
+            $block_node_size = $block_node_size_blockdev->($vmid, $block_info, $drive_key);
+        } else {
+            $drive_key .= "-backup" if $drive_key eq 'tpmstate0';
+            $block_node_size =
+                eval { $block_info->{"drive-$drive_key"}->{inserted}->{image}->{'virtual-size'}; };
+        }
         if (!$block_node_size) {
             $self->loginfo(
                 "could not determine block node size of drive '$drive_key' - using fallback");
