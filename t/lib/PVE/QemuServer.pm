@@ -57,7 +57,8 @@ sub vm_is_paused {
             || ($include_suspended && $qmpstatus->{status} eq "suspended"));
 }
 
-sub parse_guest_agent {
+# "1,freeze-fs-on-backup=0" -> { enabled => 1, 'freeze-fs-on-backup' => 0 }
+my sub agent_options {
     my ($conf) = @_;
 
     return {} if !defined($conf->{agent});
@@ -74,11 +75,14 @@ sub parse_guest_agent {
     return $res;
 }
 
-sub get_qga_key {
-    my ($conf, $key) = @_;
-
-    my $agent = parse_guest_agent($conf);
-    return $agent->{$key};
+# qemu-server 8's agent helpers; qemu-server 9 moved them to
+# PVE::QemuServer::Agent (t/lib/pve9)
+if (PVE::TestNode::release() < 9) {
+    *parse_guest_agent = \&agent_options;
+    *get_qga_key = sub {
+        my ($conf, $key) = @_;
+        return agent_options($conf)->{$key};
+    };
 }
 
 sub qemu_drivedel {
@@ -105,7 +109,7 @@ my sub simulator_command {
         '--log', "$run_dir/$vmid.qmp-log",
     ];
     push @$cmd, '--qga', PVE::TestNode::vm_socket($vmid, 'qga')
-        if get_qga_key($conf, 'enabled');
+        if agent_options($conf)->{enabled};
     push @$cmd, '--status', 'prelaunch' if $paused;
     # qemu-server 9 attaches the disks with -blockdev (pve-qemu 10's node graph)
     push @$cmd, '--blockdev' if PVE::TestNode::release() >= 9;
