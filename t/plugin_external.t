@@ -5,13 +5,15 @@
 # mechanism, the data read through the 'file-handle' mechanism's nbdfuse
 # files, the teardown in cleanup, and each refusal with its message
 # (no fleecing, unknown mechanism, bad incremental mode, nbdfuse missing,
-# a failing provider).
+# a failing provider). Fleecing images attach as drives on PVE 8 and as
+# blockdev nodes on PVE 9; a TPM state disk gets its own fleecing image.
 
 use strict;
 use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use Test::More;
 
@@ -68,6 +70,7 @@ package TestProvider {
 }
 
 my $node = VZDumpScenario->new();
+my $pve9 = VZDumpScenario::pve9();
 my $vmid = 190;
 $node->create_sample_vm($vmid);
 $node->start_vm($vmid);
@@ -153,6 +156,20 @@ my sub external_backup {
         'provider asked about incremental mode with the block node sizes',
     );
     VZDumpScenario::check_no_leaks($fds, 'external nbd');
+    if ($pve9) {
+        is_deeply(
+            [map { $_->{arguments}->{'node-name'} } grep { ($_->{execute} // '') eq 'blockdev-add' } $run->{qmp}->@*],
+            ['drive-scsi0-fleecing', 'drive-virtio1-fleecing'],
+            'nbd: fleecing images attached as blockdev nodes',
+        );
+        is_deeply(VZDumpScenario::hmp_commands($run), [], 'nbd: no HMP');
+    } else {
+        is_deeply(
+            [map { m/^drive_add auto "file=[^,]+,if=none,id=([^,]+),/ ? $1 : () } VZDumpScenario::hmp_commands($run)->@*],
+            ['drive-scsi0-fleecing', 'drive-virtio1-fleecing'],
+            'nbd: fleecing images attached as drives',
+        );
+    }
 }
 
 # incremental: a new bitmap per device
@@ -252,4 +269,54 @@ SKIP: {
 }
 
 $node->stop_vm($vmid);
+
+# a TPM state disk: attached for the backup and given a fleecing image too
+# (external providers back up every disk through snapshot-access)
+{
+    my $tpm_vmid = 191;
+    my $mib = 1024 * 1024;
+    $node->create_sample_vm(
+        $tpm_vmid,
+        disks => [
+            { key => 'scsi0', size => 2 * $mib, layout => [[0, 65536]] },
+            { key => 'tpmstate0', size => 4 * $mib, layout => [[0, 8192]] },
+        ],
+    );
+    $node->start_vm($tpm_vmid);
+    my $provider = TestProvider->new();
+    my $run = $node->run_backup($tpm_vmid, mode => 'snapshot', 'backup-provider' => $provider, fleecing => $fleecing);
+    my $after = VZDumpScenario::block_state($tpm_vmid);
+    $node->stop_vm($tpm_vmid);
+    is($run->{task}->{state}, 'ok', 'TPM: backup succeeds') or diag($run->{task}->{msg});
+    is_deeply(
+        scalar(VZDumpScenario::arguments_of($run, 'backup-access-setup'))->{devices},
+        [{ device => 'drive-scsi0' }, { device => 'drive-tpmstate0-backup' }],
+        'TPM: the backup node is a device of the access',
+    );
+    is($provider->{queried_devices}->{'drive-tpmstate0-backup'}->{size}, 4 * $mib,
+        'TPM: the backup node\'s size from QEMU');
+    if ($pve9) {
+        my @adds = map { $_->{arguments} } grep { ($_->{execute} // '') eq 'blockdev-add' } $run->{qmp}->@*;
+        is_deeply(
+            [map { [$_->{'node-name'}, $_->{file}->{'node-name'}, $_->{'read-only'} ? 'ro' : 'rw'] } @adds],
+            [
+                ['drive-tpmstate0-backup', 'tpmstate0-backup-file', 'ro'],
+                ['drive-scsi0-fleecing', 'scsi0-fleecing-file', 'rw'],
+                ['drive-tpmstate0-backup-fleecing', 'tpmstate0-backup-fleecing-file', 'rw'],
+            ],
+            'TPM: backup node and both fleecing nodes attached with qemu-server 9\'s names',
+        );
+        ok((grep { $_ eq 'query-named-block-nodes' } VZDumpScenario::commands($run)->@*),
+            'TPM: node size asked with query-named-block-nodes');
+        is_deeply($after->{nodes}, [sort qw(drive-scsi0 fscsi0 escsi0)], 'TPM: no node left in QEMU');
+    } else {
+        my @adds = grep { m/^drive_add/ } VZDumpScenario::hmp_commands($run)->@*;
+        is_deeply(
+            [map { m/id=([^,"]+)/ ? $1 : () } @adds],
+            ['drive-tpmstate0-backup', 'drive-scsi0-fleecing', 'drive-tpmstate0-backup-fleecing'],
+            'TPM: backup drive and both fleecing drives added',
+        );
+        is_deeply($after->{backends}, ['drive-scsi0'], 'TPM: no drive left in QEMU');
+    }
+}
 done_testing();

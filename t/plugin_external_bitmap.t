@@ -14,6 +14,7 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use Test::More;
 
@@ -120,8 +121,17 @@ ok((grep { $_ eq 'INFO: scsi0: dirty-bitmap status: OK (8.0 MiB of 8.0 MiB dirty
     'bitmap: dirty-bitmap status logged') or diag(explain($messages));
 
 my @exports = grep { ($_->{execute} // '') eq 'block-export-add' } $run->{qmp}->@*;
-my ($scsi0_node) = map { $_->{inserted}->{'node-name'} } grep { $_->{device} eq 'drive-scsi0' }
-    mon_cmd($vmid, 'query-block')->@*;
+# the bitmap sits on the node that holds the data: the drive's node on PVE 8,
+# the format node below the drive's throttle node on PVE 9 (-blockdev)
+my $scsi0_node;
+if (VZDumpScenario::pve9()) {
+    my ($top) = grep { $_->{'node-name'} eq 'drive-scsi0' } mon_cmd($vmid, 'query-named-block-nodes')->@*;
+    is($top->{drv}, 'throttle', 'bitmap: scsi0 is a throttle node');
+    ($scsi0_node) = map { $_->{'node-name'} } grep { $_->{child} eq 'file' } $top->{children}->@*;
+} else {
+    ($scsi0_node) = map { $_->{inserted}->{'node-name'} } grep { $_->{device} eq 'drive-scsi0' }
+        mon_cmd($vmid, 'query-block')->@*;
+}
 is_deeply(
     $exports[0]->{arguments}->{bitmaps},
     [{ node => $scsi0_node, name => $bitmap }],

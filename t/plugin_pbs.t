@@ -10,6 +10,7 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use Test::More;
 
@@ -19,6 +20,7 @@ use PVE::Tools;
 plan skip_all => "the pve-qemu simulator is not built" if !-x PVE::TestNode::simulator();
 
 my $node = VZDumpScenario->new();
+my $pve9 = VZDumpScenario::pve9();
 my $priv = $node->root . "/etc/pve/priv/storage";
 PVE::Tools::file_set_contents("$priv/pbs1.pw", "s3cret\n");
 my $total = 8 * 1024 * 1024 + 3 * 1024 * 1024 + 12 * 1024;
@@ -70,10 +72,19 @@ PVE::Tools::file_set_contents("$priv/pbs1.enc", "{}\n");
     like($run->{raw}, qr/"backup-time":\d+[,}]/, 'backup-time is a JSON number');
     like($run->{raw}, qr/"encrypt":true/, 'encrypt is a JSON boolean');
     is_deeply(
-        [grep { m/encryption|dirty-bitmap|incremental|started backup|creating/ } $run->{messages}->@*],
+        [grep { m/encryption|dirty-bitmap|incremental|started backup|starting backup|creating|freeze/ }
+                $run->{messages}->@*],
         [
             "INFO: creating Proxmox Backup Server archive '$run->{task}->{target}'",
             "INFO: enabling encryption",
+            (
+                $pve9
+                ? (
+                    "INFO: skipping guest filesystem freeze - disabled in VM options",
+                    "INFO: starting backup via QMP command",
+                )
+                : ()
+            ),
             "INFO: started backup task '$run->{uuid}'",
             "INFO: scsi0: dirty-bitmap status: created new",
             "INFO: virtio1: dirty-bitmap status: created new",
@@ -120,6 +131,7 @@ $node->stop_vm($vmid);
     my $run = pbs_backup($vmid);
     is($run->{task}->{msg}, "master key configured but running QEMU version does not support master keys\n",
         'master key without QEMU support: refused');
+    ok(!(grep { m/starting backup via QMP/ } $run->{messages}->@*), 'master key refused: no QMP batch announced');
     ok(!$run->{backup}, 'master key without QEMU support: no backup started');
     $node->stop_vm($vmid);
 }
@@ -137,6 +149,56 @@ unlink "$priv/pbs1.master.pem", "$priv/pbs1.enc";
         'QEMU without PBS support: the original message',
     );
     $node->stop_vm($vmid);
+}
+
+# fleecing and a TPM state disk: PVE 8 adds drives over HMP, PVE 9 blockdev
+# nodes; the TPM state gets no fleecing image (not worth it for PBS); none
+# is left in QEMU after
+{
+    my $tpm_vmid = 182;
+    my $mib = 1024 * 1024;
+    $node->create_sample_vm(
+        $tpm_vmid,
+        disks => [
+            { key => 'scsi0', size => 2 * $mib, layout => [[0, 65536]] },
+            { key => 'tpmstate0', size => 4 * $mib, layout => [[0, 8192]] },
+        ],
+    );
+    $node->start_vm($tpm_vmid);
+    my $scfg = { type => 'pbs', server => 'pbs.example.com', datastore => 'store1' };
+    my $run = $node->run_backup(
+        $tpm_vmid,
+        mode => 'snapshot', pbs => 1, storage => 'pbs1', scfg => $scfg,
+        fleecing => { enabled => 1, storage => 'local' },
+    );
+    my $after = VZDumpScenario::block_state($tpm_vmid);
+    $node->stop_vm($tpm_vmid);
+    is($run->{task}->{state}, 'ok', 'fleecing and TPM: backup succeeds') or diag($run->{task}->{msg});
+    my $backup = VZDumpScenario::arguments_of($run, 'backup');
+    is($backup->{devlist}, 'drive-scsi0,drive-tpmstate0-backup', 'fleecing and TPM: devices');
+    is($backup->{fleecing}, JSON::true, 'fleecing and TPM: backup with fleecing');
+    if ($pve9) {
+        is_deeply(
+            [map { $_->{arguments}->{'node-name'} } grep { ($_->{execute} // '') eq 'blockdev-add' } $run->{qmp}->@*],
+            ['drive-tpmstate0-backup', 'drive-scsi0-fleecing'],
+            'fleecing and TPM: backup node and fleecing node added',
+        );
+        is_deeply(
+            [map { $_->{arguments}->{'node-name'} } grep { ($_->{execute} // '') eq 'blockdev-del' } $run->{qmp}->@*],
+            ['drive-tpmstate0-backup', 'tpmstate0-backup-file', 'drive-scsi0-fleecing', 'scsi0-fleecing-file'],
+            'fleecing and TPM: both detached in cleanup, each top node before its file child',
+        );
+        is_deeply(VZDumpScenario::hmp_commands($run), [], 'fleecing and TPM: no HMP');
+        is_deeply($after->{nodes}, [sort qw(drive-scsi0 fscsi0 escsi0)], 'fleecing and TPM: no node left');
+    } else {
+        is_deeply(
+            [map { m/^drive_add auto "file=[^,]+,if=none,(?:read-only=on,)?id=([^,"]+)/ ? $1 : () }
+                VZDumpScenario::hmp_commands($run)->@*],
+            ['drive-tpmstate0-backup', 'drive-scsi0-fleecing'],
+            'fleecing and TPM: backup drive and fleecing drive added',
+        );
+        is_deeply($after->{backends}, ['drive-scsi0'], 'fleecing and TPM: no drive left');
+    }
 }
 
 # a template gets neither a dirty bitmap nor per-drive lines

@@ -9,6 +9,7 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use File::Path qw(make_path);
 use Test::More;
@@ -86,7 +87,14 @@ is_deeply(
 );
 my ($tpm) = grep { $_->{virtdev} eq 'tpmstate0' } $task->{disks}->@*;
 is($tpm->{qmdevice}, 'drive-tpmstate0-backup', 'TPM state gets its backup-only drive name');
-is($task->{tpmpath}, $tpm->{path}, 'tpmpath points at the TPM volume');
+if (VZDumpScenario::pve9()) {
+    # qemu-server 9 attaches the TPM node by volume id (Blockdev::attach)
+    is($task->{'tpm-volid'}, $tpm->{volid}, 'tpm-volid names the TPM volume');
+    ok(!exists($task->{tpmpath}), 'no tpmpath on PVE 9');
+} else {
+    is($task->{tpmpath}, $tpm->{path}, 'tpmpath points at the TPM volume');
+    ok(!exists($task->{'tpm-volid'}), 'no tpm-volid on PVE 8');
+}
 is($task->{disks}->[0]->{size}, 1024 * $kib, 'size from the storage');
 is($task->{disks}->[0]->{format}, 'raw', 'format from the storage');
 is($task->{disks}->[0]->{type}, 'file', 'a file-backed disk');

@@ -9,6 +9,7 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use Test::More;
 
@@ -17,6 +18,18 @@ use VZDumpScenario;
 plan skip_all => "the pve-qemu simulator is not built" if !-x PVE::TestNode::simulator();
 
 my $node = VZDumpScenario->new();
+my $pve9 = VZDumpScenario::pve9();
+
+# PVE 9 announces the QMP batch that hands the compressor's pipe to QEMU
+my sub check_job_start {
+    my ($run, $what) = @_;
+    my $messages = VZDumpScenario::messages($run->{task_log});
+    my @start = grep { m/starting backup via QMP command|started backup task/ } @$messages;
+    is(scalar(@start), $pve9 ? 2 : 1, "$what: job start logged as the release does");
+    is($start[0], 'INFO: starting backup via QMP command', "$what: the QMP batch announced") if $pve9;
+    is_deeply([grep { m/^(?:getfd|backup)$/ } VZDumpScenario::commands($run)->@*], ['getfd', 'backup'],
+        "$what: getfd and backup");
+}
 my $vmid = 160;
 $node->create_sample_vm($vmid);
 $node->start_vm($vmid);
@@ -35,6 +48,7 @@ for my $case (@cases) {
     my $run = $node->run_backup($vmid, mode => 'snapshot', %$opts);
     is($run->{task}->{state}, 'ok', "$what: backup succeeds") or diag($run->{task}->{msg});
     like($run->{archive}, $name_re, "$what: archive name");
+    check_job_start($run, $what);
     is_deeply([$node->verify_archive($run->{archive}, $vmid)], [], "$what: archive matches the disks");
     VZDumpScenario::check_no_leaks($fds, $what);
     unlink $run->{archive};
@@ -49,6 +63,7 @@ for my $case (@cases) {
     is($run->{task}->{state}, 'ok', 'stdout: backup succeeds') or diag($run->{task}->{msg});
     my $messages = VZDumpScenario::messages($run->{task_log});
     ok((grep { $_ eq 'INFO: sending archive to stdout' } @$messages), 'stdout: announced');
+    check_job_start($run, 'stdout');
     ok(!(grep { m/creating vzdump archive|archive file size/ } @$messages), 'stdout: no file lines');
     is_deeply([$node->verify_archive($out, $vmid)], [], 'stdout: archive matches the disks');
 

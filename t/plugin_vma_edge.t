@@ -5,12 +5,15 @@
 # job failing before the first status poll, and a job ending with a status
 # the plugin does not know. After each: what the original sends to QEMU,
 # what it leaves on the storage, the VM's power state, no fd or child left.
+# PVE 9 attaches with blockdev-add, so QEMU refuses a node there (a name
+# already taken, a file it cannot open) with its own QMP error.
 
 use strict;
 use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use Test::More;
 
@@ -23,6 +26,7 @@ use PVE::Tools;
 plan skip_all => "the pve-qemu simulator is not built" if !-x PVE::TestNode::simulator();
 
 my $node = VZDumpScenario->new();
+my $pve9 = VZDumpScenario::pve9();
 my $mib = 1024 * 1024;
 my $fleecing = { enabled => 1, storage => 'local' };
 
@@ -57,122 +61,92 @@ my sub fleecing_images {
     return [map { s|.*/||r } glob($node->root . "/storage/local/images/$vmid/vm-$vmid-fleece-*")];
 }
 
-# QEMU refuses the second fleecing image (HMP drive_add prints its error).
-# The original dies before it marks fleecing as used, so cleanup neither
-# detaches nor frees anything: the images stay recorded in the config and
-# the first one stays attached, until the next backup's left-over cleanup.
-{
+if ($pve9) {
+    # A fleecing image's file node name is taken by a node nobody recorded
+    # (added by hand): blockdev-add of the second image fails with QEMU's
+    # text. As on PVE 8 the images stay recorded and the first one attached.
     my $vmid = 160;
-    my $image = $node->root . "/storage/local/images/$vmid/vm-$vmid-fleece-1.qcow2";
-    my $qemu_error = "Could not open '$image': Permission denied";
-    my $run = $node->run_with_sim_args($vmid, qq{--hmp-error "drive_add\@2=$qemu_error"}, fleecing => $fleecing);
-    my $error = "attaching fleecing image local:$vmid/vm-$vmid-fleece-1.qcow2 failed - $qemu_error";
-
-    is($run->{task}->{state}, 'err', 'fleecing drive_add: backup fails');
-    is($run->{task}->{msg}, "$error\r\n\n", "fleecing drive_add: message with QEMU's reply as is");
+    my $stray = $node->root . "/stray.raw";
+    PVE::Tools::file_set_contents($stray, "\0" x 4096);
+    my $run = $node->run_with_sim_args(
+        $vmid, '',
+        fleecing => $fleecing,
+        before => sub {
+            mon_cmd($vmid, 'blockdev-add', driver => 'file', filename => $stray, 'node-name' => 'virtio1-fleecing-file');
+        },
+    );
+    my $error = "adding blockdev 'drive-virtio1-fleecing' failed : VM $vmid qmp command 'blockdev-add' failed"
+        . " - Duplicate nodes with node-name='virtio1-fleecing-file'";
+    is($run->{task}->{state}, 'err', 'fleecing blockdev-add: backup fails');
+    is($run->{task}->{msg}, "$error\n\n", "fleecing blockdev-add: Blockdev's message with QEMU's error");
     is_deeply(
         error_path_lines($run),
-        [
-            "ERROR: $error\r",
-            "INFO: aborting backup job",
-            "INFO: resuming VM again",
-            "ERROR: Backup of VM $vmid failed - $error\r",
-        ],
-        'fleecing drive_add: error, cancel, resume',
+        ["ERROR: $error", "INFO: aborting backup job", "INFO: resuming VM again", "ERROR: Backup of VM $vmid failed - $error"],
+        'fleecing blockdev-add: error, cancel, resume',
     ) or diag(explain($run->{messages}));
     is_deeply(
-        [grep { m/fleecing/ } $run->{messages}->@*],
-        [
-            "INFO: drive-scsi0: attaching fleecing image local:$vmid/vm-$vmid-fleece-0.qcow2 to QEMU",
-            "INFO: drive-virtio1: attaching fleecing image local:$vmid/vm-$vmid-fleece-1.qcow2 to QEMU",
-            "ERROR: $error\r",
-            "ERROR: Backup of VM $vmid failed - $error\r",
-        ],
-        'fleecing drive_add: no cleanup of fleecing images in this run',
-    );
-    my $images = $node->root . "/storage/local/images/$vmid";
-    is_deeply(
-        VZDumpScenario::hmp_commands($run),
-        [
-            'drive_del drive-scsi0-fleecing',
-            'drive_del drive-virtio1-fleecing',
-            "drive_add auto \"file=$images/vm-$vmid-fleece-0.qcow2,if=none,id=drive-scsi0-fleecing,"
-                . "format=qcow2,discard=unmap\"",
-            "drive_add auto \"file=$images/vm-$vmid-fleece-1.qcow2,if=none,id=drive-virtio1-fleecing,"
-                . "format=qcow2,discard=unmap\"",
-        ],
-        'fleecing drive_add: old drives removed, two attached, none detached',
+        [map { $_->{arguments}->{'node-name'} } grep { ($_->{execute} // '') eq 'blockdev-add' } $run->{qmp}->@*],
+        ['drive-scsi0-fleecing', 'drive-virtio1-fleecing'],
+        'fleecing blockdev-add: both images tried',
     );
     is_deeply(
         commands_after($run, 'query-proxmox-support'),
         [
-            'query-backup', 'query-block', 'query-block', ('human-monitor-command') x 4,
-            'backup-cancel', 'cont',
+            'query-backup', 'query-named-block-nodes', # left-over cleanup
+            'query-block',                             # block node sizes
+            'query-named-block-nodes', 'query-named-block-nodes', # stale nodes of scsi0, virtio1
+            'query-machines', 'blockdev-add', 'query-machines', 'blockdev-add', 'backup-cancel', 'cont',
         ],
-        'fleecing drive_add: no job started, cancel and resume sent',
-    );
+        'fleecing blockdev-add: stale nodes looked for, no job started, cancel and resume sent',
+    ) or diag(explain(commands_after($run, 'query-proxmox-support')));
     is_deeply(fleecing_images($vmid), ["vm-$vmid-fleece-0.qcow2", "vm-$vmid-fleece-1.qcow2"],
-        'fleecing drive_add: images kept on the storage');
+        'fleecing blockdev-add: images kept on the storage');
     like(
         PVE::Tools::file_get_contents(PVE::QemuConfig->config_file($vmid)),
         qr/^\[special:fleecing\]\nfleecing-images: local:$vmid\/vm-$vmid-fleece-0\.qcow2,local:$vmid\/vm-$vmid-fleece-1\.qcow2$/m,
-        'fleecing drive_add: images recorded for a later cleanup',
+        'fleecing blockdev-add: images recorded for a later cleanup',
     );
-    ok((grep { $_ eq 'drive-scsi0-fleecing' } block_devices($vmid)->@*), 'fleecing drive_add: first image still attached');
-    is(mon_cmd($vmid, 'query-status')->{status}, 'running', 'fleecing drive_add: VM running');
-    no_archive_left($run, 'fleecing drive_add');
-    VZDumpScenario::check_no_leaks($run->{fds}, 'fleecing drive_add');
+    my $nodes = VZDumpScenario::block_state($vmid)->{nodes};
+    ok((grep { $_ eq 'drive-scsi0-fleecing' } @$nodes), 'fleecing blockdev-add: first image still attached');
+    no_archive_left($run, 'fleecing blockdev-add');
+    VZDumpScenario::check_no_leaks($run->{fds}, 'fleecing blockdev-add');
 
-    # the next backup of the VM cleans up the left-overs and succeeds
+    # with the stray node gone, the next backup detaches the left-over node,
+    # frees the recorded images and succeeds
+    mon_cmd($vmid, 'blockdev-del', 'node-name' => 'virtio1-fleecing-file');
     my $next = $node->run_backup($vmid, mode => 'snapshot', compress => 'zstd', fleecing => $fleecing);
     is($next->{task}->{state}, 'ok', 'after fleecing failure: next backup succeeds') or diag($next->{task}->{msg});
     my $messages = VZDumpScenario::messages($next->{task_log});
     is_deeply(
         [grep { m/\(old\) fleecing/ } $messages->@*],
         [
-            "INFO: detaching (old) fleecing image for 'drive-scsi0-fleecing'",
+            "INFO: detaching (old) fleecing image 'drive-scsi0-fleecing'",
             "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-0.qcow2'",
             "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-1.qcow2'",
             "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-0.qcow2'",
             "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-1.qcow2'",
         ],
-        'after fleecing failure: left-overs detached and freed first, new images freed after',
+        'after fleecing failure: left-over node detached, images freed first, new images freed after',
     ) or diag(explain($messages));
     is_deeply([$node->verify_archive($next->{archive}, $vmid)], [], 'after fleecing failure: archive matches the disks');
     is_deeply(fleecing_images($vmid), [], 'after fleecing failure: no fleecing image left');
-    unlike(PVE::Tools::file_get_contents(PVE::QemuConfig->config_file($vmid)), qr/special:fleecing/,
-        'after fleecing failure: nothing recorded any more');
-    ok(!(grep { m/-fleecing$/ } block_devices($vmid)->@*), 'after fleecing failure: no fleecing drive in QEMU');
-    $node->stop_vm($vmid);
-}
-
-# the monitor itself fails the second drive_add: its error, unchanged
-{
-    my $vmid = 161;
-    my $run = $node->run_with_sim_args($vmid, '--fail "human-monitor-command@4=monitor is busy"', fleecing => $fleecing);
-    my $error = "VM $vmid qmp command 'human-monitor-command' failed - monitor is busy";
-    is($run->{task}->{msg}, "$error\n", 'fleecing QMP error: the monitor message');
     is_deeply(
-        error_path_lines($run),
-        ["ERROR: $error", "INFO: aborting backup job", "INFO: resuming VM again", "ERROR: Backup of VM $vmid failed - $error"],
-        'fleecing QMP error: error, cancel, resume',
+        VZDumpScenario::block_state($vmid)->{nodes},
+        [sort qw(drive-scsi0 fscsi0 escsi0 drive-virtio1 fvirtio1 evirtio1)],
+        'after fleecing failure: no fleecing node in QEMU',
     );
-    is_deeply(fleecing_images($vmid), ["vm-$vmid-fleece-0.qcow2", "vm-$vmid-fleece-1.qcow2"],
-        'fleecing QMP error: images kept for a later cleanup');
-    VZDumpScenario::check_no_leaks($run->{fds}, 'fleecing QMP error');
     $node->stop_vm($vmid);
 }
 
-# QEMU refuses the TPM state drive of a stopped VM: QEMU was started paused
-# for the backup and is stopped again; fleecing never got as far as
-# allocating images. Cleanup finds the VM stopped and sends nothing more.
-{
+if ($pve9) {
+    # QEMU refuses the TPM backup node of a stopped VM (the file is busy):
+    # QEMU started paused for the backup is stopped again, nothing detached
     my $vmid = 162;
     my $tpm_image = $node->root . "/storage/local/images/$vmid/vm-$vmid-disk-1.raw";
     my $qemu_error = "Could not open '$tpm_image': Device or resource busy";
     my $run = $node->run_with_sim_args(
         $vmid,
-        qq{--hmp-error "drive_add=$qemu_error"},
+        qq{--fail "blockdev-add=$qemu_error"},
         stopped => 1,
         fleecing => $fleecing,
         vm => {
@@ -182,35 +156,190 @@ my sub fleecing_images {
             ],
         },
     );
-    my $error = "attaching TPM drive failed - $qemu_error";
-    is($run->{task}->{state}, 'err', 'TPM drive_add: backup fails');
-    is($run->{task}->{msg}, "$error\r\n\n", "TPM drive_add: message with QEMU's reply as is");
+    my $error = "adding blockdev 'drive-tpmstate0-backup' failed : VM $vmid qmp command 'blockdev-add' failed"
+        . " - $qemu_error";
+    is($run->{task}->{state}, 'err', 'TPM blockdev-add: backup fails');
+    is($run->{task}->{msg}, "$error\n\n", "TPM blockdev-add: Blockdev's message with QEMU's error");
     is_deeply(
         error_path_lines($run),
         [
             "INFO: starting kvm to execute backup task",
-            "ERROR: $error\r",
+            "ERROR: $error",
             "INFO: aborting backup job",
             "INFO: stopping kvm after backup task",
-            "ERROR: Backup of VM $vmid failed - $error\r",
+            "ERROR: Backup of VM $vmid failed - $error",
         ],
-        'TPM drive_add: error, cancel, no resume, QEMU stopped again',
+        'TPM blockdev-add: error, cancel, no resume, QEMU stopped again',
     ) or diag(explain($run->{messages}));
-    ok((grep { $_ eq 'INFO: attaching TPM drive to QEMU for backup' } $run->{messages}->@*), 'TPM drive_add: attach logged');
-    is_deeply(
-        VZDumpScenario::hmp_commands($run),
-        ['drive_del drive-tpmstate0-backup', "drive_add auto \"file=$tpm_image,if=none,read-only=on,id=drive-tpmstate0-backup\""],
-        'TPM drive_add: stale drive removed, attach tried, no detach on a stopped VM',
-    );
     is_deeply(
         commands_after($run, 'query-proxmox-support'),
-        ['human-monitor-command', 'human-monitor-command', 'backup-cancel', 'query-status', 'quit'],
-        'TPM drive_add: no fleecing, no job; cancel, power state checked, QEMU quit',
+        ['query-named-block-nodes', 'query-machines', 'blockdev-add', 'backup-cancel', 'query-status', 'quit'],
+        'TPM blockdev-add: stale node looked for, attach tried; no fleecing, no job, no detach; QEMU quit',
     );
-    is_deeply(fleecing_images($vmid), [], 'TPM drive_add: no fleecing image allocated');
-    ok(!PVE::QemuServer::check_running($vmid), 'TPM drive_add: VM stopped as before');
-    no_archive_left($run, 'TPM drive_add');
-    VZDumpScenario::check_no_leaks($run->{fds}, 'TPM drive_add');
+    is_deeply(VZDumpScenario::hmp_commands($run), [], 'TPM blockdev-add: no HMP');
+    is_deeply(fleecing_images($vmid), [], 'TPM blockdev-add: no fleecing image allocated');
+    ok(!PVE::QemuServer::check_running($vmid), 'TPM blockdev-add: VM stopped as before');
+    no_archive_left($run, 'TPM blockdev-add');
+    VZDumpScenario::check_no_leaks($run->{fds}, 'TPM blockdev-add');
+}
+
+# PVE 8: HMP drive_add
+if (!$pve9) {
+    # QEMU refuses the second fleecing image (HMP drive_add prints its error).
+    # The original dies before it marks fleecing as used, so cleanup neither
+    # detaches nor frees anything: the images stay recorded in the config and
+    # the first one stays attached, until the next backup's left-over cleanup.
+    {
+        my $vmid = 160;
+        my $image = $node->root . "/storage/local/images/$vmid/vm-$vmid-fleece-1.qcow2";
+        my $qemu_error = "Could not open '$image': Permission denied";
+        my $run = $node->run_with_sim_args($vmid, qq{--hmp-error "drive_add\@2=$qemu_error"}, fleecing => $fleecing);
+        my $error = "attaching fleecing image local:$vmid/vm-$vmid-fleece-1.qcow2 failed - $qemu_error";
+
+        is($run->{task}->{state}, 'err', 'fleecing drive_add: backup fails');
+        is($run->{task}->{msg}, "$error\r\n\n", "fleecing drive_add: message with QEMU's reply as is");
+        is_deeply(
+            error_path_lines($run),
+            [
+                "ERROR: $error\r",
+                "INFO: aborting backup job",
+                "INFO: resuming VM again",
+                "ERROR: Backup of VM $vmid failed - $error\r",
+            ],
+            'fleecing drive_add: error, cancel, resume',
+        ) or diag(explain($run->{messages}));
+        is_deeply(
+            [grep { m/fleecing/ } $run->{messages}->@*],
+            [
+                "INFO: drive-scsi0: attaching fleecing image local:$vmid/vm-$vmid-fleece-0.qcow2 to QEMU",
+                "INFO: drive-virtio1: attaching fleecing image local:$vmid/vm-$vmid-fleece-1.qcow2 to QEMU",
+                "ERROR: $error\r",
+                "ERROR: Backup of VM $vmid failed - $error\r",
+            ],
+            'fleecing drive_add: no cleanup of fleecing images in this run',
+        );
+        my $images = $node->root . "/storage/local/images/$vmid";
+        is_deeply(
+            VZDumpScenario::hmp_commands($run),
+            [
+                'drive_del drive-scsi0-fleecing',
+                'drive_del drive-virtio1-fleecing',
+                "drive_add auto \"file=$images/vm-$vmid-fleece-0.qcow2,if=none,id=drive-scsi0-fleecing,"
+                    . "format=qcow2,discard=unmap\"",
+                "drive_add auto \"file=$images/vm-$vmid-fleece-1.qcow2,if=none,id=drive-virtio1-fleecing,"
+                    . "format=qcow2,discard=unmap\"",
+            ],
+            'fleecing drive_add: old drives removed, two attached, none detached',
+        );
+        is_deeply(
+            commands_after($run, 'query-proxmox-support'),
+            [
+                'query-backup', 'query-block', 'query-block', ('human-monitor-command') x 4,
+                'backup-cancel', 'cont',
+            ],
+            'fleecing drive_add: no job started, cancel and resume sent',
+        );
+        is_deeply(fleecing_images($vmid), ["vm-$vmid-fleece-0.qcow2", "vm-$vmid-fleece-1.qcow2"],
+            'fleecing drive_add: images kept on the storage');
+        like(
+            PVE::Tools::file_get_contents(PVE::QemuConfig->config_file($vmid)),
+            qr/^\[special:fleecing\]\nfleecing-images: local:$vmid\/vm-$vmid-fleece-0\.qcow2,local:$vmid\/vm-$vmid-fleece-1\.qcow2$/m,
+            'fleecing drive_add: images recorded for a later cleanup',
+        );
+        ok((grep { $_ eq 'drive-scsi0-fleecing' } block_devices($vmid)->@*), 'fleecing drive_add: first image still attached');
+        is(mon_cmd($vmid, 'query-status')->{status}, 'running', 'fleecing drive_add: VM running');
+        no_archive_left($run, 'fleecing drive_add');
+        VZDumpScenario::check_no_leaks($run->{fds}, 'fleecing drive_add');
+
+        # the next backup of the VM cleans up the left-overs and succeeds
+        my $next = $node->run_backup($vmid, mode => 'snapshot', compress => 'zstd', fleecing => $fleecing);
+        is($next->{task}->{state}, 'ok', 'after fleecing failure: next backup succeeds') or diag($next->{task}->{msg});
+        my $messages = VZDumpScenario::messages($next->{task_log});
+        is_deeply(
+            [grep { m/\(old\) fleecing/ } $messages->@*],
+            [
+                "INFO: detaching (old) fleecing image for 'drive-scsi0-fleecing'",
+                "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-0.qcow2'",
+                "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-1.qcow2'",
+                "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-0.qcow2'",
+                "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-1.qcow2'",
+            ],
+            'after fleecing failure: left-overs detached and freed first, new images freed after',
+        ) or diag(explain($messages));
+        is_deeply([$node->verify_archive($next->{archive}, $vmid)], [], 'after fleecing failure: archive matches the disks');
+        is_deeply(fleecing_images($vmid), [], 'after fleecing failure: no fleecing image left');
+        unlike(PVE::Tools::file_get_contents(PVE::QemuConfig->config_file($vmid)), qr/special:fleecing/,
+            'after fleecing failure: nothing recorded any more');
+        ok(!(grep { m/-fleecing$/ } block_devices($vmid)->@*), 'after fleecing failure: no fleecing drive in QEMU');
+        $node->stop_vm($vmid);
+    }
+
+    # the monitor itself fails the second drive_add: its error, unchanged
+    {
+        my $vmid = 161;
+        my $run = $node->run_with_sim_args($vmid, '--fail "human-monitor-command@4=monitor is busy"', fleecing => $fleecing);
+        my $error = "VM $vmid qmp command 'human-monitor-command' failed - monitor is busy";
+        is($run->{task}->{msg}, "$error\n", 'fleecing QMP error: the monitor message');
+        is_deeply(
+            error_path_lines($run),
+            ["ERROR: $error", "INFO: aborting backup job", "INFO: resuming VM again", "ERROR: Backup of VM $vmid failed - $error"],
+            'fleecing QMP error: error, cancel, resume',
+        );
+        is_deeply(fleecing_images($vmid), ["vm-$vmid-fleece-0.qcow2", "vm-$vmid-fleece-1.qcow2"],
+            'fleecing QMP error: images kept for a later cleanup');
+        VZDumpScenario::check_no_leaks($run->{fds}, 'fleecing QMP error');
+        $node->stop_vm($vmid);
+    }
+
+    # QEMU refuses the TPM state drive of a stopped VM: QEMU was started paused
+    # for the backup and is stopped again; fleecing never got as far as
+    # allocating images. Cleanup finds the VM stopped and sends nothing more.
+    {
+        my $vmid = 162;
+        my $tpm_image = $node->root . "/storage/local/images/$vmid/vm-$vmid-disk-1.raw";
+        my $qemu_error = "Could not open '$tpm_image': Device or resource busy";
+        my $run = $node->run_with_sim_args(
+            $vmid,
+            qq{--hmp-error "drive_add=$qemu_error"},
+            stopped => 1,
+            fleecing => $fleecing,
+            vm => {
+                disks => [
+                    { key => 'scsi0', size => 2 * $mib, layout => [[0, 65536]] },
+                    { key => 'tpmstate0', size => 4 * $mib, layout => [[0, 8192]] },
+                ],
+            },
+        );
+        my $error = "attaching TPM drive failed - $qemu_error";
+        is($run->{task}->{state}, 'err', 'TPM drive_add: backup fails');
+        is($run->{task}->{msg}, "$error\r\n\n", "TPM drive_add: message with QEMU's reply as is");
+        is_deeply(
+            error_path_lines($run),
+            [
+                "INFO: starting kvm to execute backup task",
+                "ERROR: $error\r",
+                "INFO: aborting backup job",
+                "INFO: stopping kvm after backup task",
+                "ERROR: Backup of VM $vmid failed - $error\r",
+            ],
+            'TPM drive_add: error, cancel, no resume, QEMU stopped again',
+        ) or diag(explain($run->{messages}));
+        ok((grep { $_ eq 'INFO: attaching TPM drive to QEMU for backup' } $run->{messages}->@*), 'TPM drive_add: attach logged');
+        is_deeply(
+            VZDumpScenario::hmp_commands($run),
+            ['drive_del drive-tpmstate0-backup', "drive_add auto \"file=$tpm_image,if=none,read-only=on,id=drive-tpmstate0-backup\""],
+            'TPM drive_add: stale drive removed, attach tried, no detach on a stopped VM',
+        );
+        is_deeply(
+            commands_after($run, 'query-proxmox-support'),
+            ['human-monitor-command', 'human-monitor-command', 'backup-cancel', 'query-status', 'quit'],
+            'TPM drive_add: no fleecing, no job; cancel, power state checked, QEMU quit',
+        );
+        is_deeply(fleecing_images($vmid), [], 'TPM drive_add: no fleecing image allocated');
+        ok(!PVE::QemuServer::check_running($vmid), 'TPM drive_add: VM stopped as before');
+        no_archive_left($run, 'TPM drive_add');
+        VZDumpScenario::check_no_leaks($run->{fds}, 'TPM drive_add');
+    }
 }
 
 # QEMU never answers `backup`: the batch (getfd + backup on one connection)
@@ -220,20 +349,30 @@ my sub fleecing_images {
     my $vmid = 163;
     my $run = $node->run_with_sim_args($vmid, '--hang backup', vm => { agent => '1' });
     is($run->{task}->{state}, 'err', 'backup timeout: backup fails');
-    is($run->{task}->{msg}, "got timeout\n", 'backup timeout: the queue message');
+    # PVE 9 says which step failed
+    my $error = $pve9 ? "executing QMP command to start backup failed - got timeout" : "got timeout";
+    is($run->{task}->{msg}, "$error\n", 'backup timeout: the queue message');
     is_deeply(
         error_path_lines($run),
         [
-            "ERROR: got timeout",
+            "ERROR: $error",
             "INFO: aborting backup job",
             "INFO: resuming VM again",
-            "ERROR: Backup of VM $vmid failed - got timeout",
+            "ERROR: Backup of VM $vmid failed - $error",
         ],
         'backup timeout: error, cancel, resume',
     ) or diag(explain($run->{messages}));
+    ok((grep { $_ eq 'INFO: starting backup via QMP command' } $run->{messages}->@*), 'backup timeout: batch announced')
+        if $pve9;
     is_deeply(
-        [grep { m/^(?:guest-fsfreeze|getfd|backup|cont|query-backup)/ } commands_after($run, 'query-block')->@*],
-        ['guest-fsfreeze-freeze', 'getfd', 'backup', 'guest-fsfreeze-thaw', 'backup-cancel', 'cont'],
+        [
+            grep { m/^(?:guest-fsfreeze|getfd|backup|cont|query-backup)/ }
+                commands_after($run, $pve9 ? 'query-named-block-nodes' : 'query-block')->@*
+        ],
+        [
+            ($pve9 ? 'guest-fsfreeze-status' : ()),
+            'guest-fsfreeze-freeze', 'getfd', 'backup', 'guest-fsfreeze-thaw', 'backup-cancel', 'cont',
+        ],
         'backup timeout: thaw after the batch, then cancel and resume; no status poll',
     );
     my (undef, $getfd) = VZDumpScenario::arguments_of($run, 'getfd');

@@ -9,6 +9,7 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use POSIX ();
 use Test::More;
@@ -23,6 +24,7 @@ use PVE::VZDump::QemuServer::Engine;
 plan skip_all => "the pve-qemu simulator is not built" if !-x PVE::TestNode::simulator();
 
 my $node = VZDumpScenario->new();
+my $pve9 = VZDumpScenario::pve9();
 
 my sub error_path_lines {
     my ($run) = @_;
@@ -37,7 +39,7 @@ my sub foreign_backup {
     my $config = $node->root . "/foreign.conf";
     VZDumpScenario::write_file($config, "name: foreign\n");
     PVE::VZDump::QemuServer::Engine::qmp_batch(
-        PVE::QemuServer::Helpers::qmp_socket($vmid),
+        PVE::TestNode::vm_socket($vmid, 'qmp'),
         $vmid,
         [
             ($cancel_first ? (['backup-cancel', {}]) : ()),
@@ -123,14 +125,17 @@ my sub foreign_backup {
 {
     my $vmid = 173;
     my $run = $node->run_with_sim_args($vmid, q{--fail "backup=Device 'drive-scsi0' has no medium"});
-    is($run->{task}->{msg}, "Device 'drive-scsi0' has no medium\n", 'refused: the queue error unchanged');
+    # PVE 8 passes the queue error on as is, PVE 9 says which step failed
+    my $error = ($pve9 ? "executing QMP command to start backup failed - " : "")
+        . "Device 'drive-scsi0' has no medium";
+    is($run->{task}->{msg}, "$error\n", 'refused: the queue error');
     is_deeply(
         error_path_lines($run),
         [
-            "ERROR: Device 'drive-scsi0' has no medium",
+            "ERROR: $error",
             "INFO: aborting backup job",
             "INFO: resuming VM again",
-            "ERROR: Backup of VM $vmid failed - Device 'drive-scsi0' has no medium",
+            "ERROR: Backup of VM $vmid failed - $error",
         ],
         'refused: error, cancel, resume',
     );

@@ -4,13 +4,16 @@
 # paused for the backup, stopped after), a paused VM and a template. Each
 # asserts the log lines, the QMP conversation, the VM's power state after,
 # the archive (verified, extracted, compared with the disks) and that no fd
-# or child process is left behind.
+# or child process is left behind. On PVE 9 the log also has qemu-server 9's
+# agent check and "starting backup via QMP command", and the left-over
+# fleecing cleanup asks for block nodes instead of block backends.
 
 use strict;
 use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use Test::More;
 
@@ -21,6 +24,7 @@ use PVE::QemuServer::Monitor qw(mon_cmd);
 plan skip_all => "the pve-qemu simulator is not built" if !-x PVE::TestNode::simulator();
 
 my $node = VZDumpScenario->new();
+my $pve9 = VZDumpScenario::pve9();
 my $progress = qr/^INFO: +\d+% \(\d+\.\d (?:B|KiB|MiB) of \d+\.\d (?:B|KiB|MiB)\) in \d+s, read: \S+ \S+, write: \S+ \S+$/;
 
 my sub ordered_subset {
@@ -66,10 +70,20 @@ my sub check_archive {
             "INFO: snapshots found (not included into backup)",
             "INFO: pending configuration changes found (not included into backup)",
             "INFO: creating vzdump archive '$run->{archive}'",
+            (
+                $pve9
+                ? (
+                    "INFO: skipping guest filesystem freeze - disabled in VM options",
+                    "INFO: starting backup via QMP command",
+                )
+                : ()
+            ),
             "INFO: resuming VM again",
         ],
         'snapshot: log lines in order',
     );
+    ok(!(grep { m/starting backup via QMP|guest filesystem freeze/ } @$messages), 'snapshot: no PVE 9 lines')
+        if !$pve9;
     ok((grep { m/^INFO: started backup task '[0-9a-f-]{36}'$/ } @$messages), 'job uuid logged');
     ok((grep { $_ =~ $progress } @$messages), 'progress line');
     ok((grep { m/^INFO: backup is sparse: \d+\.\d\d MiB \(\d+%\) total zero data$/ } @$messages), 'sparse summary');
@@ -80,7 +94,11 @@ my sub check_archive {
     my $commands = VZDumpScenario::commands($run);
     is_deeply(
         [@$commands[0 .. 6]],
-        ['query-backup', 'query-status', 'query-proxmox-support', 'query-backup', 'query-block', 'getfd', 'backup'],
+        [
+            'query-backup', 'query-status', 'query-proxmox-support', 'query-backup',
+            $pve9 ? 'query-named-block-nodes' : 'query-block',
+            'getfd', 'backup',
+        ],
         'snapshot: QMP conversation up to the backup start',
     ) or diag(explain($commands));
     is($commands->[7], 'cont', 'VM resumed right after the job started');
@@ -124,9 +142,11 @@ my sub check_archive {
             "INFO: stopping virtual guest",
             "INFO: creating vzdump archive '$run->{archive}'",
             "INFO: starting kvm to execute backup task",
+            ($pve9 ? "INFO: starting backup via QMP command" : ()),
         ],
         'stop: log lines in order',
     );
+    ok(!(grep { m/guest filesystem freeze|fs-freeze/ } @$messages), 'stop: no freeze check in stop mode');
     ok((grep { m/^INFO: resuming VM again after \d+ seconds$/ } @$messages), 'resumed after the stop');
     ok(!(grep { m/guest is online again/ } @$messages), 'no second "online again" line');
     ok(PVE::QemuServer::check_running($vmid), 'VM running after the backup');
@@ -147,6 +167,7 @@ my sub check_archive {
             "INFO: status = stopped",
             "INFO: backup mode: stop",
             "INFO: starting kvm to execute backup task",
+            ($pve9 ? "INFO: starting backup via QMP command" : ()),
             "INFO: stopping kvm after backup task",
         ],
         'stopped VM: log lines in order',

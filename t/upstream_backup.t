@@ -11,6 +11,7 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib", "$FindBin::Bin/upstream";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use Digest::SHA;
 use File::Path qw(make_path remove_tree);
@@ -97,7 +98,7 @@ sub check_cleanup {
     # each pair writes one pattern at one offset of both disks in a single
     # monitor session; pairs never overlap each other
     my $writer = during(sub {
-        my $socket = PVE::QemuServer::Helpers::qmp_socket($vmid);
+        my $socket = PVE::TestNode::vm_socket($vmid, 'qmp');
         for my $k (1 .. 400) {
             my $offset = $k * 64 * 1024;
             my $cmds = [map {

@@ -23,6 +23,9 @@ use PVE::Tools;
 
 sub checkout { return PVE::TestNode::checkout_dir() }
 
+# Whether this run is on PVE 9 (qemu-server 9, pve-qemu 10), see VZDumpReleases.
+sub pve9 { return PVE::TestNode::release() >= 9 }
+
 sub vma_binary { return checkout() . "/build/vma" }
 
 # Creates the node directory (under $param{dir}, or a fresh temporary one)
@@ -306,6 +309,21 @@ sub arguments_of {
         return wantarray ? ($entry->{arguments} // {}, $entry->{raw}) : $entry->{arguments} // {};
     }
     return;
+}
+
+# What a running VM's QEMU holds after a backup, to find left-overs: the
+# block backends (by name, or device for -blockdev disks) and the names of
+# all block nodes that are not generated ('#block...').
+sub block_state {
+    my ($vmid) = @_;
+
+    require PVE::QemuServer::Monitor;
+    my $blocks = PVE::QemuServer::Monitor::mon_cmd($vmid, 'query-block');
+    my $nodes = PVE::QemuServer::Monitor::mon_cmd($vmid, 'query-named-block-nodes');
+    return {
+        backends => [sort map { $_->{device} || $_->{qdev} } $blocks->@*],
+        nodes => [sort grep { !m/^#/ } map { $_->{'node-name'} } $nodes->@*],
+    };
 }
 
 # Fails the test unless the backup left no child process and no new fd.

@@ -271,15 +271,16 @@ Json Backups::backup(Vm &vm, const Json &arguments)
     std::vector<Device> devices;
     if (arguments.has("devlist")) {
         for (const std::string &name : split_devlist(string_arg(arguments, "devlist"))) {
-            const Drive *drive = vm.find_drive(name);
+            const Drive *drive = vm.find_device(name);
             if (!drive)
                 throw QmpError("Device '" + name + "' not found");
-            devices.push_back({drive->id, drive->path, drive->size});
+            devices.push_back({name, drive->path, drive->size});
         }
     } else {
         for (const Drive &drive : vm.drives) {
-            if (!drive.read_only)
-                devices.push_back({drive.id, drive.path, drive.size});
+            if (drive.read_only || (drive.id.empty() && drive.qdev.empty()))
+                continue; // not a BlockBackend
+            devices.push_back({drive.id.empty() ? drive.node_name : drive.id, drive.path, drive.size});
         }
     }
     if (devices.empty())
@@ -290,7 +291,7 @@ Json Backups::backup(Vm &vm, const Json &arguments)
             if (device.name.starts_with("drive-efidisk") || device.name.starts_with("drive-tpmstate"))
                 continue;
             std::string fleecing_name = device.name + "-fleecing";
-            const Drive *fleecing = vm.find_drive(fleecing_name);
+            const Drive *fleecing = vm.find_device(fleecing_name);
             if (!fleecing)
                 throw QmpError("Device '" + fleecing_name + "' not found");
             if (fleecing->size / 512 != device.size / 512) {
@@ -433,10 +434,10 @@ Json Backups::access_setup(const Vm &vm, const Json &arguments)
         Json entry = devices.at(i);
         check_arguments(entry, {{"device", Type::string, true}, {"bitmap-mode", Type::string}});
         std::string name = string_arg(entry, "device");
-        const Drive *drive = vm.find_drive(name);
+        const Drive *drive = vm.find_device(name);
         if (!drive)
             throw QmpError("Device '" + name + "' not found");
-        if (!vm.find_drive(name + "-fleecing"))
+        if (!vm.find_device(name + "-fleecing"))
             throw QmpError("Device '" + name + "-fleecing' not found");
         std::string mode = string_arg(entry, "bitmap-mode", "none");
         if (mode != "none" && mode != "new" && mode != "use")

@@ -17,6 +17,9 @@
 //                           their size (for fleecing images); repeatable
 //   --support KEY=VALUE     query-proxmox-support: true, false, "absent"
 //                           (drop the flag) or a string; repeatable
+//   --blockdev              the drives are qemu-server 9's -blockdev graphs:
+//                           throttle node drive-<key> (device <key>) over a
+//                           format node over a file node
 // faults (COMMAND may end in @N: only its N-th call, counting from 1):
 //   --hang COMMAND          never answer it, nor anything after it on that connection
 //   --drop COMMAND          close the connection instead of answering

@@ -1,5 +1,6 @@
 #include "monitor.h"
 
+#include "blockdev.h"
 #include "qmp_error.h"
 #include "schema.h"
 
@@ -14,7 +15,10 @@ Monitor::Monitor(const Options &options, std::function<void(const std::string &,
     for (const DriveSpec &spec : options.drives) {
         Drive drive = vm_.make_drive(spec.id, spec.path, spec.format, false);
         drive.qdev = spec.id.starts_with("drive-") ? spec.id.substr(6) : spec.id;
-        vm_.drives.push_back(drive);
+        if (options.blockdev)
+            attach_as_blockdev(vm_, drive);
+        else
+            vm_.drives.push_back(drive);
     }
 }
 
@@ -49,6 +53,18 @@ Json Monitor::run(const std::string &execute, const Json &arguments, engine::Fd 
     if (execute == "query-block") {
         check_arguments(arguments, {});
         return query_block();
+    }
+    if (execute == "query-named-block-nodes") {
+        check_arguments(arguments, {P{"flat", Type::boolean}});
+        return query_named_block_nodes(vm_);
+    }
+    if (execute == "blockdev-add")
+        return blockdev_add(vm_, arguments);
+    if (execute == "blockdev-del")
+        return blockdev_del(vm_, arguments);
+    if (execute == "query-machines") {
+        check_arguments(arguments, {P{"compat-props", Type::boolean}});
+        return query_machines();
     }
     if (execute == "getfd") {
         check_arguments(arguments, {P{"fdname", Type::string, true}});
@@ -124,6 +140,8 @@ Json Monitor::query_block() const
 {
     Json blocks = Json::array();
     for (const Drive &drive : vm_.drives) {
+        if (drive.id.empty() && drive.qdev.empty())
+            continue; // a node without a BlockBackend
         Json image = Json::object();
         image.set("virtual-size", Json::integer(static_cast<int64_t>(drive.size)));
         image.set("filename", Json::string(drive.path));
@@ -132,7 +150,7 @@ Json Monitor::query_block() const
         Json inserted = Json::object();
         inserted.set("image", image);
         inserted.set("node-name", Json::string(drive.node_name));
-        inserted.set("drv", Json::string(drive.format));
+        inserted.set("drv", Json::string(drive.driver));
         inserted.set("ro", Json::boolean(drive.read_only));
         inserted.set("file", Json::string(drive.path));
         inserted.set("encrypted", Json::boolean(false));
@@ -148,6 +166,26 @@ Json Monitor::query_block() const
         blocks.append(block);
     }
     return blocks;
+}
+
+// The running machine type (pve-qemu 10's i440fx), which qemu-server reads
+// before it generates blockdev options.
+Json Monitor::query_machines() const
+{
+    Json machine = Json::object();
+    machine.set("name", Json::string("pc-i440fx-10.0"));
+    machine.set("alias", Json::string("pc"));
+    machine.set("is-default", Json::boolean(true));
+    machine.set("is-current", Json::boolean(true));
+    machine.set("cpu-max", Json::integer(255));
+    machine.set("hotpluggable-cpus", Json::boolean(true));
+    machine.set("numa-mem-supported", Json::boolean(false));
+    machine.set("deprecated", Json::boolean(false));
+    machine.set("default-cpu-type", Json::string("qemu64-x86_64-cpu"));
+    machine.set("acpi", Json::boolean(true));
+    Json machines = Json::array();
+    machines.append(machine);
+    return machines;
 }
 
 // pve-qemu 9.2.0-6 and later: every flag true; --support overrides or adds.

@@ -29,6 +29,7 @@ class Monitor {
     engine::Json query_status() const;
     engine::Json query_block() const;
     engine::Json proxmox_support() const;
+    engine::Json query_machines() const;
     std::string human_monitor_command(const std::string &line);
     std::string drive_add(const std::string &options);
     engine::Json block_export_add(const engine::Json &arguments);

@@ -44,6 +44,10 @@ Options parse_options(int argc, char **argv)
             options.interleave = true;
             continue;
         }
+        if (option == "--blockdev") {
+            options.blockdev = true;
+            continue;
+        }
         if (i + 1 >= argc)
             throw std::runtime_error(option + ": missing value");
         std::string value = argv[++i];

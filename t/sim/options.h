@@ -41,6 +41,7 @@ struct Options {
     int64_t pbs_dirty = -1;          // dirty bytes of an incremental PBS backup
     int fs_count = 1;                // what guest-fsfreeze-freeze/thaw return
     bool interleave = false;         // write devices interleaved, clusters out of order
+    bool blockdev = false;           // the drives are -blockdev graphs (qemu-server 9)
 };
 
 // Throws std::runtime_error with a usage message on bad input.

@@ -30,12 +30,28 @@ const Drive *Vm::find_node(const std::string &node_name) const
     return nullptr;
 }
 
+const Drive *Vm::find_device(const std::string &name) const
+{
+    if (const Drive *drive = find_drive(name))
+        return drive;
+    const Drive *node = find_node(name);
+    if (node && node->driver == "throttle")
+        return find_node(node->file_child);
+    return node;
+}
+
 Drive Vm::make_drive(const std::string &id, const std::string &path, const std::string &format, bool read_only)
 {
     engine::Fd image(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!image)
         throw QmpError("Could not open '" + path + "': " + std::strerror(errno));
-    Drive drive{id, "", "#block" + std::to_string(next_node++), path, format, 0, read_only};
+    Drive drive;
+    drive.id = id;
+    drive.node_name = "#block" + std::to_string(next_node++);
+    drive.driver = format;
+    drive.path = path;
+    drive.format = format;
+    drive.read_only = read_only;
     if (format == "qcow2") {
         // the virtual size sits big-endian at offset 24 of the qcow2 header
         uint8_t header[32];

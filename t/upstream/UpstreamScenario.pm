@@ -61,8 +61,8 @@ sub start_qemu {
     my $vmid = $self->{vmid};
     $self->{qemu} = UpstreamQemu->start(
         vmid => $vmid,
-        qmp => PVE::QemuServer::Helpers::qmp_socket($vmid),
-        pidfile => PVE::QemuServer::Helpers::pidfile_name($vmid),
+        qmp => PVE::TestNode::vm_socket($vmid, 'qmp'),
+        pidfile => PVE::TestNode::vm_pidfile($vmid),
         log => $self->{node}->root . "/qemu-$vmid.log",
         paused => $param{paused},
         drives => [map { { key => $_->{key}, path => $_->{path}, format => $_->{format} } } $self->{disks}->@*],

@@ -29,6 +29,20 @@ use PVE::VZDump::QemuServer::Engine;
 
 use base qw (PVE::VZDump::Plugin);
 
+# The release is detected once, at load time: qemu-server 9 (PVE 9) ships
+# PVE::QemuServer::Blockdev, qemu-server 8 does not. The few places where
+# qemu-server 9's plugin differs are marked "qemu-server 9" below; everything
+# else is the same on both.
+our $qemu_server_9;
+if (eval { require PVE::QemuServer::Blockdev; 1 }) {
+    require PVE::QemuServer::Agent;
+    require PVE::QemuServer::Monitor;
+    $qemu_server_9 = 1;
+} else {
+    die $@ if $@ !~ m|^Can't locate PVE/QemuServer/Blockdev\.pm in \@INC|;
+    $qemu_server_9 = 0;
+}
+
 # Fixed paths of a Proxmox node that the plugin names itself. The test suite
 # points them into a scratch node directory.
 our $firewall_config_dir = '/etc/pve/firewall';
@@ -37,6 +51,19 @@ our $pbs_client_binary = '/usr/bin/proxmox-backup-client';
 our $nbdfuse_binary = '/usr/bin/nbdfuse';
 our $backup_access_run_dir = '/run/qemu-server';
 
+# The VM's QMP socket, or its guest agent's. qemu-server 9 names sockets by
+# the QMP peer.
+my sub vm_socket {
+    my ($vmid, $agent) = @_;
+
+    if ($qemu_server_9) {
+        my $peer = PVE::QemuServer::Monitor::vm_qmp_peer($vmid);
+        $peer->{type} = 'qga' if $agent;
+        return PVE::QemuServer::Helpers::qmp_socket($peer);
+    }
+    return PVE::QemuServer::Helpers::qmp_socket($vmid, $agent);
+}
+
 # QMP, HMP and guest-agent commands go through the engine. The checks before
 # them and the error texts are those of PVE::QemuServer::Monitor::qmp_cmd, so
 # a failing command dies as it always did.
@@ -44,7 +71,7 @@ my sub qmp_socket_checked {
     my ($vmid) = @_;
 
     die "VM $vmid not running\n" if !PVE::QemuServer::Helpers::vm_running_locally($vmid);
-    my $socket = PVE::QemuServer::Helpers::qmp_socket($vmid);
+    my $socket = vm_socket($vmid);
     die "unable to open monitor socket\n" if !-e $socket;
 
     return $socket;
@@ -57,7 +84,7 @@ my sub mon_cmd {
     my $socket = qmp_socket_checked($vmid);
 
     if ($execute =~ m/^guest-/) {
-        my $agent_socket = PVE::QemuServer::Helpers::qmp_socket($vmid, 1);
+        my $agent_socket = vm_socket($vmid, 1);
         return PVE::VZDump::QemuServer::Engine::qga_cmd(
             $agent_socket, $vmid, $execute, \%arguments, $timeout,
         );
@@ -228,7 +255,11 @@ sub prepare {
         if ($ds eq 'tpmstate0') {
             # TPM drive only exists for backup, which is reflected in the name
             $diskinfo->{qmdevice} = 'drive-tpmstate0-backup';
-            $task->{tpmpath} = $path;
+            if ($qemu_server_9) {
+                $task->{'tpm-volid'} = $volid;
+            } else {
+                $task->{tpmpath} = $path;
+            }
         }
 
         if (-b $path) {
@@ -386,7 +417,7 @@ my $query_backup_status_loop = sub {
     my $is_template = PVE::QemuConfig->is_template($self->{vmlist}->{$vmid});
 
     return PVE::VZDump::QemuServer::Engine::backup_status_loop(
-        PVE::QemuServer::Helpers::qmp_socket($vmid),
+        vm_socket($vmid),
         $vmid,
         $job_uuid,
         $has_query_bitmap ? 1 : 0,
@@ -396,8 +427,27 @@ my $query_backup_status_loop = sub {
     );
 };
 
+# qemu-server 9: a read-only blockdev node drive-tpmstate0-backup
+my $attach_tpmstate_drive_blockdev = sub {
+    my ($self, $task, $vmid) = @_;
+
+    return if !$task->{'tpm-volid'};
+
+    # unconditionally try to remove the tpmstate-named drive - it only exists
+    # for backing up, and avoids errors if left over from some previous event
+    eval { PVE::QemuServer::Blockdev::detach_tpm_backup_node($vmid); };
+
+    $self->loginfo('attaching TPM drive to QEMU for backup');
+
+    my $drive = { file => $task->{'tpm-volid'}, interface => 'tpmstate', index => 0 };
+    my $extra_options = { 'tpm-backup' => 1, 'read-only' => 1 };
+    PVE::QemuServer::Blockdev::attach($self->{storecfg}, $vmid, $drive, $extra_options);
+};
+
 my $attach_tpmstate_drive = sub {
     my ($self, $task, $vmid) = @_;
+
+    return $attach_tpmstate_drive_blockdev->($self, $task, $vmid) if $qemu_server_9;
 
     return if !$task->{tpmpath};
 
@@ -415,6 +465,13 @@ my $attach_tpmstate_drive = sub {
 
 my $detach_tpmstate_drive = sub {
     my ($task, $vmid) = @_;
+
+    if ($qemu_server_9) {
+        return if !$task->{'tpm-volid'} || !PVE::QemuServer::Helpers::vm_running_locally($vmid);
+        eval { PVE::QemuServer::Blockdev::detach_tpm_backup_node($vmid); };
+        return;
+    }
+
     return if !$task->{tpmpath} || !PVE::QemuServer::check_running($vmid);
     eval { qemu_drivedel($vmid, "tpmstate0-backup"); };
 };
@@ -552,6 +609,15 @@ my sub detach_fleecing_images {
 
     for my $di ($disks->@*) {
         if (my $volid = $di->{'fleece-volid'}) {
+            if ($qemu_server_9) {
+                my $node_name = "$di->{qmdevice}-fleecing";
+                eval {
+                    PVE::QemuServer::Blockdev::detach(
+                        PVE::QemuServer::Monitor::vm_qmp_peer($vmid), $node_name,
+                    );
+                };
+                next;
+            }
             my $devid = "$di->{qmdevice}-fleecing";
             $devid =~ s/^drive-//; # re-added by qemu_drivedel()
             eval { qemu_drivedel($vmid, $devid) };
@@ -572,6 +638,25 @@ my sub attach_fleecing_images {
         if (my $volid = $di->{'fleece-volid'}) {
             $self->loginfo("$di->{qmdevice}: attaching fleecing image $volid to QEMU");
 
+            if ($qemu_server_9) {
+                my ($interface, $index) =
+                    PVE::QemuServer::Drive::parse_drive_interface($di->{virtdev});
+                my $drive = {
+                    file => $volid,
+                    interface => $interface,
+                    index => $index,
+                    format => $format,
+                    discard => 'on',
+                };
+                my $options = { fleecing => 1 };
+                $options->{'tpm-backup'} = 1 if $interface eq 'tpmstate';
+                # Specify size explicitly, to make it work if storage backend rounded up size
+                # for fleecing image when allocating.
+                $options->{size} = $di->{'block-node-size'} if $format eq 'raw';
+                PVE::QemuServer::Blockdev::attach($self->{storecfg}, $vmid, $drive, $options);
+                next;
+            }
+
             my $path = PVE::Storage::path($self->{storecfg}, $volid);
             my $devid = "$di->{qmdevice}-fleecing";
             my $drive = "file=$path,if=none,id=$devid,format=$format,discard=unmap";
@@ -584,6 +669,19 @@ my sub attach_fleecing_images {
         }
     }
 }
+
+# qcow2 where the fleecing storage supports it; qemu-server 9 leaves the
+# choice to the storage layer's hint resolution
+my $fleecing_format = sub {
+    my ($self, $storeid) = @_;
+
+    if ($qemu_server_9) {
+        return PVE::Storage::resolve_format_hint($self->{storecfg}, $storeid, 'qcow2');
+    }
+    my ($default_format, $valid_formats) =
+        PVE::Storage::storage_default_format($self->{storecfg}, $storeid);
+    return scalar(grep { $_ eq 'qcow2' } $valid_formats->@*) ? 'qcow2' : 'raw';
+};
 
 my sub check_and_prepare_fleecing {
     my ($self, $vmid, $fleecing_opts, $disks, $is_template, $qemu_support, $all_images) = @_;
@@ -615,9 +713,7 @@ my sub check_and_prepare_fleecing {
     if ($use_fleecing) {
         $self->query_block_node_sizes($vmid, $disks);
 
-        my ($default_format, $valid_formats) =
-            PVE::Storage::storage_default_format($self->{storecfg}, $fleecing_opts->{storage});
-        my $format = scalar(grep { $_ eq 'qcow2' } $valid_formats->@*) ? 'qcow2' : 'raw';
+        my $format = $fleecing_format->($self, $fleecing_opts->{storage});
 
         allocate_fleecing_images(
             $self,
@@ -758,6 +854,7 @@ sub archive_pbs {
 
         $params->{timeout} = 125; # give some time to connect to the backup server
 
+        $self->loginfo("starting backup via QMP command") if $qemu_server_9;
         my $res = eval { mon_cmd($vmid, "backup", %$params) };
         my $qmperr = $@;
         $backup_job_uuid = $res->{UUID} if $res;
@@ -839,9 +936,7 @@ my $prepare_upstream_fleecing = sub {
     return 0 if $is_template;
 
     $self->query_block_node_sizes($vmid, $disks);
-    my (undef, $valid_formats) =
-        PVE::Storage::storage_default_format($self->{storecfg}, $fleecing_opts->{storage});
-    my $format = scalar(grep { $_ eq 'qcow2' } $valid_formats->@*) ? 'qcow2' : 'raw';
+    my $format = $fleecing_format->($self, $fleecing_opts->{storage});
     allocate_fleecing_images($self, $disks, $vmid, $fleecing_opts->{storage}, $format, 0);
     $_->{'fleece-format'} = $format for grep { $_->{'fleece-volid'} } $disks->@*;
 
@@ -1021,9 +1116,10 @@ sub archive_vma {
 
         my $fs_frozen = $self->qga_fs_freeze($task, $vmid);
 
+        $self->loginfo("starting backup via QMP command") if $qemu_server_9;
         eval {
             PVE::VZDump::QemuServer::Engine::qmp_batch(
-                PVE::QemuServer::Helpers::qmp_socket($vmid),
+                vm_socket($vmid),
                 $vmid,
                 [['getfd', { fdname => "backup" }, $add_fd_cb]],
                 $outfileno,
@@ -1036,6 +1132,7 @@ sub archive_vma {
             $self->qga_fs_thaw($vmid);
         }
 
+        die "executing QMP command to start backup failed - $qmperr" if $qmperr && $qemu_server_9;
         die $qmperr if $qmperr;
 
         if ($cpid) {
@@ -1093,8 +1190,37 @@ sub _get_task_devlist {
     return $devlist;
 }
 
+# qemu-server 9: the checks, their log lines and the commands are Agent.pm's
+my $qga_fs_freeze_agent = sub {
+    my ($self, $task, $vmid) = @_;
+    return
+        if $task->{mode} eq 'stop'
+        || !$self->{vm_was_running}
+        || $self->{vm_was_paused};
+
+    my $agent_str = $self->{vmlist}->{$vmid}->{agent};
+
+    my $logfunc = sub {
+        my ($msg, $level) = @_; # Agent.pm passes the message first
+        $level //= 'info';
+        $self->log($level, $msg);
+    };
+    if (!PVE::QemuServer::Agent::guest_fs_freeze_applicable($agent_str, $vmid, $logfunc)) {
+        return;
+    }
+
+    $self->loginfo("issuing guest-agent 'fs-freeze' command");
+    eval { PVE::QemuServer::Agent::guest_fs_freeze($vmid); };
+    $self->logerr($@) if $@;
+
+    return 1; # even on error, ensure we always thaw again
+};
+
 sub qga_fs_freeze {
     my ($self, $task, $vmid) = @_;
+
+    return $qga_fs_freeze_agent->($self, $task, $vmid) if $qemu_server_9;
+
     return
         if !$self->{vmlist}->{$vmid}->{agent}
         || $task->{mode} eq 'stop'
@@ -1124,23 +1250,53 @@ sub qga_fs_thaw {
     my ($self, $vmid) = @_;
 
     $self->loginfo("issuing guest-agent 'fs-thaw' command");
+    if ($qemu_server_9) {
+        eval { PVE::QemuServer::Agent::guest_fs_thaw($vmid); };
+        $self->logerr($@) if $@;
+        return;
+    }
     eval { mon_cmd($vmid, "guest-fsfreeze-thaw") };
     $self->logerr($@) if $@;
 }
+
+# qemu-server 9: block info keyed by drive id; the TPM backup node has no
+# front-end device, so its size comes from query-named-block-nodes
+my $block_node_size_blockdev = sub {
+    my ($vmid, $block_info, $drive_key) = @_;
+
+    if ($drive_key eq 'tpmstate0') {
+        for my $info (mon_cmd($vmid, 'query-named-block-nodes')->@*) {
+            next if $info->{'node-name'} ne 'drive-tpmstate0-backup';
+            return $info->{image}->{'virtual-size'};
+        }
+        return undef;
+    }
+    return eval { $block_info->{$drive_key}->{inserted}->{image}->{'virtual-size'}; };
+};
 
 # The size for fleecing images needs to be exactly the same size as QEMU sees. E.g. EFI disk can be
 # attached with a smaller size then the underyling image on the storage.
 sub query_block_node_sizes {
     my ($self, $vmid, $disks) = @_;
 
-    my $block_info = mon_cmd($vmid, "query-block");
-    $block_info = { map { $_->{device} => $_ } $block_info->@* };
+    my $block_info;
+    if ($qemu_server_9) {
+        $block_info = PVE::QemuServer::Blockdev::get_block_info($vmid);
+    } else {
+        $block_info = mon_cmd($vmid, "query-block");
+        $block_info = { map { $_->{device} => $_ } $block_info->@* };
+    }
 
     for my $diskinfo ($disks->@*) {
         my $drive_key = $diskinfo->{virtdev};
-        $drive_key .= "-backup" if $drive_key eq 'tpmstate0';
-        my $block_node_size =
-            eval { $block_info->{"drive-$drive_key"}->{inserted}->{image}->{'virtual-size'}; };
+        my $block_node_size;
+        if ($qemu_server_9) {
+            $block_node_size = $block_node_size_blockdev->($vmid, $block_info, $drive_key);
+        } else {
+            $drive_key .= "-backup" if $drive_key eq 'tpmstate0';
+            $block_node_size =
+                eval { $block_info->{"drive-$drive_key"}->{inserted}->{image}->{'virtual-size'}; };
+        }
         if (!$block_node_size) {
             $self->loginfo(
                 "could not determine block node size of drive '$drive_key' - using fallback");
@@ -1482,7 +1638,9 @@ my sub backup_access_to_volume_info {
             $volumes->{$device}->{'nbd-path'} = $nbd_path;
             $volumes->{$device}->{'bitmap-name'} = $bitmap_name;
         } else {
-            die "internal error - unkown mechanism '$mechanism'";
+            die "internal error - "
+                . ($qemu_server_9 ? "unknown" : "unkown")
+                . " mechanism '$mechanism'";
         }
     }
 

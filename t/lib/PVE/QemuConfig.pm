@@ -171,6 +171,22 @@ sub record_fleecing_images {
     update_special_section($vmid, 'fleecing', { 'fleecing-images' => join(',', $volids->@*) });
 }
 
+# qemu-server 8: fleecing images are drives (BlockBackends) named
+# drive-<key>-fleecing
+my sub detach_fleecing_drives {
+    my ($vmid, $log_func) = @_;
+
+    my $block_info = mon_cmd($vmid, "query-block");
+    for my $info ($block_info->@*) {
+        my $device = $info->{device};
+        next if $device !~ m/-fleecing$/;
+        $log_func->('info', "detaching (old) fleecing image for '$device'");
+        $device =~ s/^drive-//;
+        eval { PVE::QemuServer::qemu_drivedel($vmid, $device) };
+        $log_func->('warn', "error detaching (old) fleecing image '$device' - $@") if $@;
+    }
+}
+
 sub cleanup_fleecing_images {
     my ($vmid, $storecfg, $log_func) = @_;
 
@@ -182,14 +198,12 @@ sub cleanup_fleecing_images {
             $log_func->('warn', "left-over backup job still running inside QEMU - canceling now");
             mon_cmd($vmid, 'backup-cancel');
         }
-        my $block_info = mon_cmd($vmid, "query-block");
-        for my $info ($block_info->@*) {
-            my $device = $info->{device};
-            next if $device !~ m/-fleecing$/;
-            $log_func->('info', "detaching (old) fleecing image for '$device'");
-            $device =~ s/^drive-//;
-            eval { PVE::QemuServer::qemu_drivedel($vmid, $device) };
-            $log_func->('warn', "error detaching (old) fleecing image '$device' - $@") if $@;
+        if (PVE::TestNode::release() >= 9) {
+            # qemu-server 9: fleecing images are blockdev nodes
+            require PVE::QemuServer::Blockdev;
+            PVE::QemuServer::Blockdev::detach_fleecing_block_nodes($vmid, $log_func);
+        } else {
+            detach_fleecing_drives($vmid, $log_func);
         }
     }
 

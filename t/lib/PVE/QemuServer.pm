@@ -57,7 +57,8 @@ sub vm_is_paused {
             || ($include_suspended && $qmpstatus->{status} eq "suspended"));
 }
 
-sub parse_guest_agent {
+# "1,freeze-fs-on-backup=0" -> { enabled => 1, 'freeze-fs-on-backup' => 0 }
+my sub agent_options {
     my ($conf) = @_;
 
     return {} if !defined($conf->{agent});
@@ -74,11 +75,14 @@ sub parse_guest_agent {
     return $res;
 }
 
-sub get_qga_key {
-    my ($conf, $key) = @_;
-
-    my $agent = parse_guest_agent($conf);
-    return $agent->{$key};
+# qemu-server 8's agent helpers; qemu-server 9 moved them to
+# PVE::QemuServer::Agent (t/lib/pve9)
+if (PVE::TestNode::release() < 9) {
+    *parse_guest_agent = \&agent_options;
+    *get_qga_key = sub {
+        my ($conf, $key) = @_;
+        return agent_options($conf)->{$key};
+    };
 }
 
 sub qemu_drivedel {
@@ -91,7 +95,8 @@ sub qemu_drivedel {
     die "deleting drive $deviceid failed : $ret\n";
 }
 
-# The simulator's command line for the VM's disks: every drive but CD-ROMs,
+# The simulator's command line for the VM's disks: every drive but CD-ROMs
+# and the TPM state,
 # named as QEMU names them (drive-<key>).
 my sub simulator_command {
     my ($storecfg, $vmid, $conf, $paused) = @_;
@@ -99,19 +104,22 @@ my sub simulator_command {
     my $run_dir = PVE::TestNode::run_dir();
     my $cmd = [
         PVE::TestNode::simulator(),
-        '--pidfile', PVE::QemuServer::Helpers::pidfile_name($vmid),
-        '--qmp', PVE::QemuServer::Helpers::qmp_socket($vmid),
+        '--pidfile', PVE::TestNode::vm_pidfile($vmid),
+        '--qmp', PVE::TestNode::vm_socket($vmid, 'qmp'),
         '--log', "$run_dir/$vmid.qmp-log",
     ];
-    push @$cmd, '--qga', PVE::QemuServer::Helpers::qmp_socket($vmid, 1)
-        if get_qga_key($conf, 'enabled');
+    push @$cmd, '--qga', PVE::TestNode::vm_socket($vmid, 'qga')
+        if agent_options($conf)->{enabled};
     push @$cmd, '--status', 'prelaunch' if $paused;
+    # qemu-server 9 attaches the disks with -blockdev (pve-qemu 10's node graph)
+    push @$cmd, '--blockdev' if PVE::TestNode::release() >= 9;
 
     PVE::QemuConfig->foreach_volume(
         $conf,
         sub {
             my ($key, $drive) = @_;
             return if PVE::QemuServer::Drive::drive_is_cdrom($drive);
+            return if $key eq 'tpmstate0'; # swtpm's state, not a QEMU drive
             my ($storeid) = PVE::Storage::parse_volume_id($drive->{file}, 1);
             my $path = $storeid ? PVE::Storage::path($storecfg, $drive->{file}) : $drive->{file};
             my $format = $path =~ m/\.qcow2$/ ? 'qcow2' : 'raw';
@@ -135,7 +143,7 @@ sub vm_start {
     my $run_dir = PVE::TestNode::run_dir();
     -d $run_dir or File::Path::make_path($run_dir);
     my $cmd = simulator_command($storecfg, $vmid, $conf, $params->{paused});
-    unlink PVE::QemuServer::Helpers::qmp_socket($vmid), PVE::QemuServer::Helpers::qmp_socket($vmid, 1);
+    unlink PVE::TestNode::vm_socket($vmid, 'qmp'), PVE::TestNode::vm_socket($vmid, 'qga');
 
     # daemonize as QEMU does: the VM is nobody's child
     my $pid = fork() // die "fork failed - $!\n";
@@ -151,7 +159,7 @@ sub vm_start {
     waitpid($pid, 0);
 
     for (my $waited = 0; $waited < 100; $waited++) {
-        return if check_running($vmid) && -S PVE::QemuServer::Helpers::qmp_socket($vmid);
+        return if check_running($vmid) && -S PVE::TestNode::vm_socket($vmid, 'qmp');
         usleep(50_000);
     }
     die "start failed: QEMU exited or did not open its QMP socket\n";

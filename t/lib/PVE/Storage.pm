@@ -110,6 +110,18 @@ sub storage_default_format {
     return ($scfg->{format} // 'raw', $valid);
 }
 
+# libpve-storage-perl 9: the hinted format if the storage supports it, else
+# its default format.
+if (PVE::TestNode::release() >= 9) {
+    *resolve_format_hint = sub {
+        my ($cfg, $storeid, $format_hint) = @_;
+
+        my ($default_format, $valid_formats) = storage_default_format($cfg, $storeid);
+        return $format_hint if $format_hint && grep { $_ eq $format_hint } $valid_formats->@*;
+        return $default_format;
+    };
+}
+
 sub vdisk_alloc {
     my ($cfg, $storeid, $vmid, $fmt, $name, $size_kib) = @_;
 

@@ -41,6 +41,14 @@ sub parse_drive {
     return $drive;
 }
 
+# "scsi0" -> ('scsi', 0)
+sub parse_drive_interface {
+    my ($key) = @_;
+
+    die "unable to parse drive interface key '$key'\n" if $key !~ m/^([a-z]+)(\d+)$/;
+    return ($1, $2);
+}
+
 sub drive_is_cdrom {
     my ($drive) = @_;
 

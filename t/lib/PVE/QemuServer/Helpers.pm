@@ -1,5 +1,10 @@
 package PVE::QemuServer::Helpers;
 
+# Sockets and pid files of the node's VMs. qemu-server 9 names a socket by a
+# QMP peer ({name, id, type}, see Monitor::vm_qmp_peer) and the pid file with
+# vm_pidfile_name; qemu-server 8 takes the VMID (and a flag for the agent) and
+# has pidfile_name. Each release gets only its own signatures.
+
 use strict;
 use warnings;
 
@@ -7,21 +12,27 @@ use IO::File;
 
 use PVE::TestNode;
 
-our $var_run_tmpdir;
+my sub run_dir { return PVE::TestNode::run_dir() }
 
-my sub run_dir { return $var_run_tmpdir // PVE::TestNode::run_dir() }
-
-sub qmp_socket {
-    my ($vmid, $qga) = @_;
-
-    my $sockettype = $qga ? 'qga' : 'qmp';
-    return run_dir() . "/$vmid.$sockettype";
+my sub vm_pid_path {
+    my ($vmid) = @_;
+    return run_dir() . "/$vmid.pid";
 }
 
-sub pidfile_name {
-    my ($vmid) = @_;
-
-    return run_dir() . "/$vmid.pid";
+if (PVE::TestNode::release() >= 9) {
+    *qmp_socket = sub {
+        my ($peer) = @_;
+        my ($id, $type) = $peer->@{qw(id type)};
+        return run_dir() . "/${id}.${type}";
+    };
+    *vm_pidfile_name = \&vm_pid_path;
+} else {
+    *qmp_socket = sub {
+        my ($vmid, $qga) = @_;
+        my $sockettype = $qga ? 'qga' : 'qmp';
+        return run_dir() . "/$vmid.$sockettype";
+    };
+    *pidfile_name = \&vm_pid_path;
 }
 
 # The pid of the VM's QEMU if the pid file names a live process that was
@@ -29,7 +40,7 @@ sub pidfile_name {
 sub vm_running_locally {
     my ($vmid) = @_;
 
-    my $pidfile = pidfile_name($vmid);
+    my $pidfile = vm_pid_path($vmid);
     my $fh = IO::File->new("<$pidfile") or return undef;
     my $line = <$fh>;
     close($fh);
