@@ -2,7 +2,7 @@
 # What archive_vma does inside its QMP callbacks, in the original's place:
 # the performance-option warnings come after QEMU has answered getfd and
 # before backup is sent, on the one connection, after the agent's fs-freeze;
-# a failing getfd logs none of them. Each warning is checked against the
+# a failing getfd logs none of them. On PVE 8 and PVE 9. Each warning is checked against the
 # simulator's command log as it stood when the warning was logged.
 
 use strict;
@@ -10,6 +10,7 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use VZDumpReleases; # runs this file on PVE 8 and on PVE 9
 
 use Test::More;
 
@@ -41,7 +42,7 @@ my sub run_recording_warnings {
 # The part of a command list from the freeze to the thaw.
 my sub job_start {
     my ($commands) = @_;
-    return [grep { m/^(?:guest-fsfreeze-|getfd$|backup$)/ } @$commands];
+    return [grep { m/^(?:guest-fsfreeze-(?:freeze|thaw)|getfd|backup)$/ } @$commands];
 }
 
 my $performance = { 'max-workers' => 4, 'pbs-entries-max' => 100 };
@@ -59,6 +60,11 @@ my $performance = { 'max-workers' => 4, 'pbs-entries-max' => 100 };
     is_deeply(job_start($run->{commands}), ['guest-fsfreeze-freeze', 'getfd', 'backup', 'guest-fsfreeze-thaw'],
         'no max-workers flag: backup follows getfd, then the thaw');
     ok(!exists(VZDumpScenario::arguments_of($run, 'backup')->{'max-workers'}), 'no max-workers flag: none sent');
+    if (PVE::TestNode::release() == 9) {
+        my @lines = grep { m/^(?:INFO: starting backup via QMP command|WARN: ignoring)/ } $run->{messages}->@*;
+        like(join("\n", @lines), qr/^INFO: starting backup via QMP command\nWARN: ignoring 'max-workers'/,
+            'no max-workers flag: on PVE 9 the warning follows "starting backup via QMP command"');
+    }
     my @monitor = map { $_->{execute} } grep { $_->{socket} eq 'qmp' } $run->{qmp}->@*;
     my ($getfd) = grep { $monitor[$_] eq 'getfd' } 0 .. $#monitor;
     is_deeply([@monitor[$getfd - 1 .. $getfd + 1]], ['qmp_capabilities', 'getfd', 'backup'],
@@ -95,11 +101,13 @@ my $performance = { 'max-workers' => 4, 'pbs-entries-max' => 100 };
     my ($run, $warnings) = run_recording_warnings(
         $vmid, q{--support backup-max-workers=false --fail "getfd=No file descriptor supplied via SCM_RIGHTS"},
         performance => $performance);
+    # qemu-server 9 wraps the queue's error
+    my $error = (PVE::TestNode::release() == 9 ? 'executing QMP command to start backup failed - ' : '')
+        . 'No file descriptor supplied via SCM_RIGHTS';
     is($run->{task}->{state}, 'err', 'getfd fails: backup fails');
-    is($run->{task}->{msg}, "No file descriptor supplied via SCM_RIGHTS\n", 'getfd fails: the bare QEMU error');
+    is($run->{task}->{msg}, "$error\n", "getfd fails: the release's error text");
     is_deeply($warnings, [], 'getfd fails: no performance warning');
-    ok((grep { $_ eq 'ERROR: No file descriptor supplied via SCM_RIGHTS' } $run->{messages}->@*),
-        'getfd fails: logged as the original');
+    ok((grep { $_ eq "ERROR: $error" } $run->{messages}->@*), 'getfd fails: logged as the original');
     is_deeply(job_start($run->{commands}), ['guest-fsfreeze-freeze', 'getfd', 'guest-fsfreeze-thaw'],
         'getfd fails: no backup sent, the guest thawed');
     VZDumpScenario::check_no_leaks($run->{fds}, 'getfd fails');
