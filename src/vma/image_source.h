@@ -52,8 +52,9 @@ private:
 };
 
 // Streams a whole image into the writer as device dev, cluster by cluster in
-// order, with bounded memory (one 4 MiB buffer). progress, if set, is called
-// after every batch of clusters.
+// order, with bounded memory: a reader thread (ImageReadAhead, 16 MiB of
+// buffers) reads ahead while the calling thread drives the writer. progress,
+// if set, is called on the calling thread after every batch of clusters.
 void write_image(Writer &writer, DeviceId dev, ImageSource &source,
                  const std::function<void()> &progress = {});
 
