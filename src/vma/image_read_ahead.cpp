@@ -77,8 +77,8 @@ void ImageReadAhead::run() noexcept
 std::optional<ImageReadAhead::Batch> ImageReadAhead::next()
 {
     std::unique_lock lock(mutex_);
-    if (released_ < consumed_) {
-        released_ = consumed_;
+    if (released_ + 1 < consumed_) {
+        released_ = consumed_ - 1;
         freed_.notify_one();
     }
     filled_.wait(lock, [&] { return consumed_ < produced_ || done_; });

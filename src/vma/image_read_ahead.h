@@ -2,7 +2,7 @@
 // thread that packs and writes the archive, so that reading the image
 // overlaps checking it for zeros and writing the archive instead of
 // alternating with them. Memory stays bounded: kDepth batches of kBatchClusters
-// clusters (16 MiB), whatever the image size.
+// clusters (20 MiB), whatever the image size.
 //
 //     ImageReadAhead ahead(source, clusters);
 //     while (auto batch = ahead.next())
@@ -27,10 +27,11 @@ namespace engine::vma {
 class ImageReadAhead {
 public:
     static constexpr std::size_t kBatchClusters = 64; // 4 MiB per read
-    static constexpr std::size_t kDepth = 4;
+    // the consumer holds two (see next()), the thread reads into the rest
+    static constexpr std::size_t kDepth = 5;
 
     // What ImageSource::read_clusters delivered for clusters [first, first +
-    // count); valid until the next call of next().
+    // count).
     struct Batch {
         std::uint64_t first;
         std::size_t count;
@@ -47,9 +48,11 @@ public:
     ImageReadAhead &operator=(const ImageReadAhead &) = delete;
 
     // The next batch in cluster order (waiting for it), or nullopt after the
-    // last one. Hands the previous batch's buffer back for reuse. Rethrows
-    // the read error that stopped the thread once the batches read before
-    // it have been consumed.
+    // last one. A batch stays valid until the second call after the one that
+    // returned it, so the consumer may still refer to the previous batch
+    // (the Writer's pending extent does); the one before goes back to the
+    // thread. Rethrows the read error that stopped the thread once the
+    // batches read before it have been consumed.
     std::optional<Batch> next();
 
 private:

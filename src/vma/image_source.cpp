@@ -124,14 +124,24 @@ void ImageSource::read_clusters(std::uint64_t first, std::size_t count, std::uin
 void write_image(Writer &writer, DeviceId dev, ImageSource &source,
                  const std::function<void()> &progress)
 {
+    // The writer points into the clusters of its pending extent, at most the
+    // last kWriterSlotsPerExtent written. After a whole batch they all lie
+    // in it, and the read-ahead keeps it while the next batch is written.
+    static_assert(ImageReadAhead::kBatchClusters >= kWriterSlotsPerExtent);
     ImageReadAhead ahead(source, clusters_for(writer.device_size(dev)));
     while (auto batch = ahead.next()) {
         for (std::size_t i = 0; i < batch->count; i++)
-            writer.write_cluster(dev, static_cast<std::uint32_t>(batch->first + i),
-                                 batch->hole[i] ? nullptr : batch->data + i * kClusterSize);
+            writer.write_cluster_in_place(dev, static_cast<std::uint32_t>(batch->first + i),
+                                          batch->hole[i] ? nullptr : batch->data + i * kClusterSize);
+        // a short batch (the last) may leave the extent pointing into the
+        // one before it too
+        if (batch->count < kWriterSlotsPerExtent)
+            writer.settle();
         if (progress)
             progress();
     }
+    // the buffers go with the read-ahead
+    writer.settle();
 }
 
 } // namespace engine::vma
