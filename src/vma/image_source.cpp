@@ -1,6 +1,7 @@
 #include "vma/image_source.h"
 
 #include "util/error.h"
+#include "vma/image_read_ahead.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -10,12 +11,6 @@
 #include <unistd.h>
 
 namespace engine::vma {
-
-namespace {
-
-constexpr std::size_t kBatchClusters = 64; // 4 MiB per read
-
-} // namespace
 
 ImageSource::ImageSource(const std::string &path) : name_(path), hole_detection_(true)
 {
@@ -129,18 +124,24 @@ void ImageSource::read_clusters(std::uint64_t first, std::size_t count, std::uin
 void write_image(Writer &writer, DeviceId dev, ImageSource &source,
                  const std::function<void()> &progress)
 {
-    const std::uint64_t clusters = clusters_for(writer.device_size(dev));
-    std::unique_ptr<std::uint8_t[]> buf(new std::uint8_t[kBatchClusters * kClusterSize]);
-    bool hole[kBatchClusters];
-    for (std::uint64_t first = 0; first < clusters; first += kBatchClusters) {
-        std::size_t count = static_cast<std::size_t>(std::min<std::uint64_t>(kBatchClusters, clusters - first));
-        source.read_clusters(first, count, buf.get(), hole);
-        for (std::size_t i = 0; i < count; i++)
-            writer.write_cluster(dev, static_cast<std::uint32_t>(first + i),
-                                 hole[i] ? nullptr : buf.get() + i * kClusterSize);
+    // The writer points into the clusters of its pending extent, at most the
+    // last kWriterSlotsPerExtent written. After a whole batch they all lie
+    // in it, and the read-ahead keeps it while the next batch is written.
+    static_assert(ImageReadAhead::kBatchClusters >= kWriterSlotsPerExtent);
+    ImageReadAhead ahead(source, clusters_for(writer.device_size(dev)));
+    while (auto batch = ahead.next()) {
+        for (std::size_t i = 0; i < batch->count; i++)
+            writer.write_cluster_in_place(dev, static_cast<std::uint32_t>(batch->first + i),
+                                          batch->hole[i] ? nullptr : batch->data + i * kClusterSize);
+        // a short batch (the last) may leave the extent pointing into the
+        // one before it too
+        if (batch->count < kWriterSlotsPerExtent)
+            writer.settle();
         if (progress)
             progress();
     }
+    // the buffers go with the read-ahead
+    writer.settle();
 }
 
 } // namespace engine::vma

@@ -52,8 +52,11 @@ private:
 };
 
 // Streams a whole image into the writer as device dev, cluster by cluster in
-// order, with bounded memory (one 4 MiB buffer). progress, if set, is called
-// after every batch of clusters.
+// order, with bounded memory: a reader thread (ImageReadAhead, 20 MiB of
+// buffers) reads ahead while the calling thread drives the writer, which
+// writes the data from those buffers without copying it
+// (write_cluster_in_place). progress, if set, is called on the calling
+// thread after every batch of clusters.
 void write_image(Writer &writer, DeviceId dev, ImageSource &source,
                  const std::function<void()> &progress = {});
 

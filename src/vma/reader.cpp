@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <map>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace engine::vma {
@@ -22,6 +23,10 @@ constexpr std::size_t kMaxBlocksPerExtent = kSlotsPerExtent * kBlocksPerCluster;
 // The payload starts on a 4 KiB boundary so targets opened with O_DIRECT
 // can write straight from it.
 constexpr std::size_t kPayloadAlignment = 4096;
+// A pipe (`zstd -dc ... | vma extract -`) is enlarged to this (the default
+// maximum an unprivileged process may set), so the producer is not stopped
+// every 64 KiB.
+constexpr int kPipeSize = 1 << 20;
 
 struct FreeDeleter {
     void operator()(std::uint8_t *p) const { std::free(p); }
@@ -45,6 +50,10 @@ std::unique_ptr<Reader> Reader::open(const std::string &path)
     if (!fd)
         throw_errno("can't open file " + path);
     posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    struct stat st;
+    // best effort: a smaller pipe only costs more wake-ups
+    if (fstat(fd.get(), &st) == 0 && S_ISFIFO(st.st_mode))
+        fcntl(fd.get(), F_SETPIPE_SZ, kPipeSize);
     return std::make_unique<Reader>(std::move(fd));
 }
 

@@ -7,7 +7,10 @@
 #include "util/zero.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <cstring>
+#include <unistd.h>
 
 namespace engine::vma {
 
@@ -43,11 +46,40 @@ std::span<const std::uint8_t> bytes_of(std::string_view s)
     return {reinterpret_cast<const std::uint8_t *>(s.data()), s.size()};
 }
 
+// The header and one entry per stored block at most: one writev call.
+static_assert(1 + kSlotsPerExtent * kBlocksPerCluster <= IOV_MAX);
+
+// writev of every byte in iov[0..count), continuing after short writes (a
+// pipe takes them in pieces). Advances the entries it consumes.
+void writev_all(int fd, struct iovec *iov, int count, const char *what)
+{
+    while (count > 0) {
+        ssize_t n = ::writev(fd, iov, count);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            throw_errno(what);
+        }
+        auto done = static_cast<std::size_t>(n);
+        while (count > 0 && done >= iov->iov_len) {
+            done -= iov->iov_len;
+            iov++;
+            count--;
+        }
+        if (count > 0) {
+            iov->iov_base = static_cast<std::uint8_t *>(iov->iov_base) + done;
+            iov->iov_len -= done;
+        }
+    }
+}
+
 } // namespace
 
 Writer::Writer(int fd, WriterOptions options)
     : fd_(fd), options_(std::move(options)), extent_(new std::uint8_t[kMaxExtentSize]())
 {
+    payload_.reserve(1 + kSlotsPerExtent * kBlocksPerCluster);
+    payload_.push_back({extent_.get(), kExtentHeaderSize});
 }
 
 Writer::~Writer() = default;
@@ -223,19 +255,61 @@ void Writer::flush_extent()
     std::uint8_t *h = extent_.get();
     std::memcpy(h + extent::kMagicOffset, kExtentMagic, sizeof kExtentMagic);
     store_be16(h + extent::kReservedOffset, 0);
-    store_be16(h + extent::kBlockCountOffset,
-               static_cast<std::uint16_t>((extent_used_ - kExtentHeaderSize) / kBlockSize));
+    store_be16(h + extent::kBlockCountOffset, static_cast<std::uint16_t>(payload_blocks_));
     std::memcpy(h + extent::kUuidOffset, options_.uuid.data(), options_.uuid.size());
     std::memset(h + extent::kMd5Offset, 0, sizeof(Md5Digest));
     Md5Digest digest = md5(h, kExtentHeaderSize);
     std::memcpy(h + extent::kMd5Offset, digest.data(), digest.size());
-    write_out(h, extent_used_);
+    try {
+        writev_all(fd_, payload_.data(), static_cast<int>(payload_.size()), "vma archive write failed");
+    } catch (const Error &e) {
+        fail(e.what());
+    }
     std::memset(h + extent::kBlockInfoOffset, 0, kSlotsPerExtent * 8);
     extent_used_ = kExtentHeaderSize;
+    payload_.resize(1);
+    payload_[0] = {h, kExtentHeaderSize};
+    payload_blocks_ = 0;
     slots_used_ = 0;
 }
 
+void Writer::append_payload(const std::uint8_t *block)
+{
+    struct iovec &last = payload_.back();
+    // the header entry is never extended: it is rewritten after each flush
+    if (payload_.size() > 1 && static_cast<std::uint8_t *>(last.iov_base) + last.iov_len == block)
+        last.iov_len += kBlockSize;
+    else
+        payload_.push_back({const_cast<std::uint8_t *>(block), kBlockSize});
+    payload_blocks_++;
+}
+
+void Writer::settle()
+{
+    check_usable();
+    std::uint8_t *own_begin = extent_.get(), *own_end = own_begin + kMaxExtentSize;
+    for (std::size_t i = 1; i < payload_.size(); i++) {
+        auto *base = static_cast<std::uint8_t *>(payload_[i].iov_base);
+        if (base >= own_begin && base < own_end)
+            continue;
+        std::uint8_t *copy = own_begin + extent_used_;
+        std::memcpy(copy, base, payload_[i].iov_len);
+        extent_used_ += payload_[i].iov_len;
+        payload_[i].iov_base = copy;
+    }
+}
+
 void Writer::write_cluster(DeviceId dev, std::uint32_t cluster, const std::uint8_t *data)
+{
+    store_cluster(dev, cluster, data, false);
+}
+
+void Writer::write_cluster_in_place(DeviceId dev, std::uint32_t cluster, const std::uint8_t *data)
+{
+    store_cluster(dev, cluster, data, true);
+}
+
+void Writer::store_cluster(DeviceId dev, std::uint32_t cluster, const std::uint8_t *data, bool in_place)
 {
     check_usable();
     Device &d = device(dev);
@@ -269,11 +343,17 @@ void Writer::write_cluster(DeviceId dev, std::uint32_t cluster, const std::uint8
             zero += in_range;
             continue;
         }
+        mask = static_cast<std::uint16_t>(mask | 1u << j);
+        // a block cut by the device end is stored zero-padded: always a copy
+        if (in_place && in_range == kBlockSize) {
+            append_payload(block);
+            continue;
+        }
         std::uint8_t *out = extent_.get() + extent_used_;
         std::memcpy(out, block, in_range);
         std::memset(out + in_range, 0, kBlockSize - in_range);
         extent_used_ += kBlockSize;
-        mask = static_cast<std::uint16_t>(mask | 1u << j);
+        append_payload(out);
     }
     BlockInfo info{mask, dev, cluster};
     store_be64(extent_.get() + extent::kBlockInfoOffset + 8 * slots_used_, info.encode());

@@ -36,6 +36,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <sys/uio.h>
 #include <vector>
 
 namespace engine::vma {
@@ -52,7 +53,8 @@ struct WriterOptions {
 class Writer {
 public:
     // fd must remain open while the Writer is in use; it is written with
-    // plain blocking write(2) calls of up to one extent (~3.7 MiB) each.
+    // plain blocking write(2)/writev(2) calls of up to one extent (~3.7 MiB)
+    // each.
     explicit Writer(int fd, WriterOptions options = {});
     ~Writer();
     Writer(const Writer &) = delete;
@@ -76,6 +78,20 @@ public:
     // Zero 4 KiB blocks are omitted; bytes past the device end are never
     // stored (they need not be zero in data). Each cluster exactly once.
     void write_cluster(DeviceId dev, std::uint32_t cluster, const std::uint8_t *data);
+
+    // As write_cluster, but the stored blocks are not copied: the writer
+    // keeps pointers into data and writes them with writev(2) when the
+    // extent is written, so data must stay unchanged until then, or until
+    // settle(). An extent holds at most kWriterSlotsPerExtent clusters and
+    // is written at the latest by the call for the kWriterSlotsPerExtent-th
+    // cluster after this one: the memory of the last kWriterSlotsPerExtent
+    // clusters written is all the writer may still point into. The archive
+    // is the same as with write_cluster.
+    void write_cluster_in_place(DeviceId dev, std::uint32_t cluster, const std::uint8_t *data);
+
+    // Copies the blocks of the pending extent that still point into callers'
+    // memory into the writer's own buffer, so that memory may be reused.
+    void settle();
 
     // Writes the last extent (an empty one if nothing is pending, so an
     // archive without devices is header + one empty extent) and checks that
@@ -121,6 +137,8 @@ private:
     void write_header();
     void flush_extent();
     void write_out(const std::uint8_t *data, std::size_t len);
+    void store_cluster(DeviceId dev, std::uint32_t cluster, const std::uint8_t *data, bool in_place);
+    void append_payload(const std::uint8_t *block);
     [[noreturn]] void fail(const std::string &message);
 
     int fd_;
@@ -136,9 +154,14 @@ private:
     std::vector<std::pair<std::uint32_t, std::uint32_t>> configs_; // name, data
     std::vector<std::unique_ptr<Device>> devices_;                 // dev id - 1
 
-    // The extent being filled: header space, then the stored blocks.
+    // The extent being filled. extent_ holds its header, then the blocks
+    // copied in; payload_ lists every stored block in archive order (copied
+    // ones and ones still in callers' memory), adjacent blocks merged, after
+    // a first entry reserved for the header.
     std::unique_ptr<std::uint8_t[]> extent_;
     std::size_t extent_used_ = kExtentHeaderSize;
+    std::vector<struct iovec> payload_;
+    std::size_t payload_blocks_ = 0;
     std::size_t slots_used_ = 0;
 };
 
