@@ -10,8 +10,9 @@ ENGINE_CXXFLAGS = -std=c++20 -O2 -g -Wall -Wextra -Werror=return-type -fPIC \
 ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
 	-Wno-maybe-uninitialized
 
-ENGINE_SRC := $(sort $(shell find src -name '*.cpp' -not -path 'src/cli/*'))
+ENGINE_SRC := $(sort $(shell find src -name '*.cpp' -not -path 'src/cli/*' -not -path 'src/nbdkit/*'))
 CLI_SRC := $(sort $(wildcard src/cli/*.cpp))
+NBDKIT_PLUGIN_SRC := $(sort $(wildcard src/nbdkit/*.cpp))
 ENGINE_TEST_SRC := $(sort $(wildcard t/engine/*.cpp))
 SIM_SRC := $(sort $(wildcard t/sim/*.cpp))
 
@@ -30,6 +31,10 @@ $(1)/vma: $$(CLI_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
 $(1)/engine-tests: $$(ENGINE_TEST_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
 	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
 
+# the nbdkit plugin (doc/nbdkit-vma-plugin.pod); the engine stays hidden in it
+$(1)/nbdkit-vma-plugin.so: $$(NBDKIT_PLUGIN_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
+	$$(CXX) -shared $$(LDFLAGS) $(2) -Wl,--exclude-libs,ALL -o $$@ $$^ $$(ENGINE_LIBS)
+
 # the pve-qemu QMP simulator the tests run (t/sim)
 $(1)/pve-qemu-sim: $$(SIM_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
 	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
@@ -42,7 +47,7 @@ $(eval $(call engine_build,build-asan,$(ASAN_FLAGS)))
 
 # the tests (Perl and Catch2) run the vma binary and the simulator from the
 # build tree
-pure_all :: build/pve-qemu-sim
+pure_all :: build/pve-qemu-sim build/nbdkit-vma-plugin.so
 
 engine-test: build/engine-tests build/vma build/pve-qemu-sim
 	build/engine-tests
