@@ -177,16 +177,50 @@ my %damaged = (
 	qr/wrong vma extent header chechsum/],
     'not an archive' => ["x" x 20000, qr/not a vma file - wrong magic number/],
 );
+my $failed;
 for my $case (sort keys %damaged) {
     my ($data, $message) = @{$damaged{$case}};
     my $path = $data =~ m{^/} ? $data : do { spew("$dir/damaged.vma", $data); "$dir/damaged.vma" };
-    my $failed = NbdkitServer::start($dir, $plugin, $path);
+    $failed = NbdkitServer::start($dir, $plugin, $path);
     ok($failed->failed && $failed->{status} != 0, "$case: nbdkit fails at open");
     like($failed->log_text, $message, "$case: with the reader's message");
     is(join(' ', $failed->leftovers), '', "$case: no process left");
     tmp_is_empty($case);
 }
-my $failed = NbdkitServer::start($dir, $plugin, "$dir/ordered.vma", 'dev=drive-nope');
+# compressed archives: decompressed once by the real compressor into a cache
+# that has no name, so nothing is left in TMPDIR while or after serving
+for my $c (['zst', 'zstd -q -c'], ['gz', 'gzip -c'], ['lzo', 'lzop -c']) {
+    my ($suffix, $command) = @$c;
+    my $archive = "$dir/interleaved.vma.$suffix";
+    system("$command '$dir/interleaved.vma' > '$archive'") == 0 or die "$command failed\n";
+    my $server = NbdkitServer::start($dir, $plugin, $archive);
+    ok(!$server->failed, ".vma.$suffix: nbdkit serves it") or diag($server->log_text);
+    like($server->log_text, qr/decompressing \S+\.vma\.$suffix with \w+ into an unnamed cache file in \Q$tmp\E\/nbdkit-vma-\w+ \(removed again\); it needs up to \d+ MiB/,
+	".vma.$suffix: says it decompresses, where, and the space needed");
+    tmp_is_empty(".vma.$suffix while serving:");
+    for my $dev (qw(drive-scsi0 drive-virtio1)) {
+	my $copy = "$dir/$suffix-$dev.copy";
+	($status, undef, $err) = run_captured('nbdcopy', $server->uri($dev), $copy);
+	ok(slurp($copy) eq $image{$dev}, ".vma.$suffix: $dev served") or diag($err);
+    }
+    is($server->stop, 0, ".vma.$suffix: nbdkit exits cleanly");
+    is(join(' ', $server->leftovers), '', ".vma.$suffix: no decompressor left");
+}
+spew("$dir/cut.vma", substr($good, 0, length($good) - 5000));
+system("zstd -q -c '$dir/cut.vma' > '$dir/cut.vma.zst'") == 0 or die;
+$failed = NbdkitServer::start($dir, $plugin, "$dir/cut.vma.zst");
+ok($failed->failed, 'a damaged compressed archive fails at open');
+like($failed->log_text, qr/short vma extent/, 'with the reader\'s message');
+is(join(' ', $failed->leftovers), '', 'no process left');
+tmp_is_empty('the damaged compressed archive');
+spew("$dir/broken.vma.zst", substr(slurp("$dir/interleaved.vma.zst"), 0, 3000));
+$failed = NbdkitServer::start($dir, $plugin, "$dir/broken.vma.zst");
+like($failed->log_text, qr/zstd failed decompressing \S+broken.vma.zst \(exit status 1\)/,
+    'a truncated compressed stream fails at open, naming the decompressor');
+is(join(' ', $failed->leftovers), '', 'no process left');
+tmp_is_empty('the truncated compressed stream');
+
+$failed = NbdkitServer::start($dir, $plugin, "$dir/ordered.vma", 'dev=drive-nope');
 like($failed->log_text, qr/dev=drive-nope: no such device/, 'dev= must name a device');
 
 done_testing();

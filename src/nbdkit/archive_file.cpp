@@ -110,7 +110,7 @@ std::uint64_t uncompressed_bound(const vma::Reader &reader)
 
 // Reads the header through a second decompressor run (it stops as soon as
 // the header is in), so the space needed is known before decompressing.
-std::uint64_t probe_uncompressed_bound(const Compressor &c, int archive_fd)
+std::uint64_t probe_uncompressed_bound(const Compressor &c, int archive_fd, const std::string &path)
 {
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC) < 0)
@@ -118,8 +118,15 @@ std::uint64_t probe_uncompressed_bound(const Compressor &c, int archive_fd)
     Fd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
     Decompressor probe(c, archive_fd, write_end.get());
     write_end = Fd();
-    vma::Reader reader(std::move(read_end));
-    return uncompressed_bound(reader);
+    try {
+        vma::Reader reader(std::move(read_end));
+        return uncompressed_bound(reader);
+    } catch (const Error &) {
+        // a damaged compressed stream ends the data early: say that, not
+        // what the reader made of the part it got
+        probe.wait(path);
+        throw;
+    }
 }
 
 std::string mib(std::uint64_t bytes)
@@ -143,7 +150,7 @@ Fd open_archive_file(const std::string &path, const std::function<void(const std
     if (!c)
         return archive;
 
-    std::uint64_t bound = probe_uncompressed_bound(*c, archive.get());
+    std::uint64_t bound = probe_uncompressed_bound(*c, archive.get(), path);
     std::string parent = large_temp_dir();
     Fd cache;
     std::string where;
@@ -162,6 +169,9 @@ Fd open_archive_file(const std::string &path, const std::function<void(const std
         say("warning: " + parent + " may be too small; set TMPDIR to a larger file system");
     Decompressor decompressor(*c, archive.get(), cache.get());
     decompressor.wait(path);
+    // the reader reads sequentially from the start
+    if (lseek(cache.get(), 0, SEEK_SET) < 0)
+        throw_errno("can't rewind the cache file");
     struct stat cst;
     if (fstat(cache.get(), &cst) == 0)
         say("decompressed " + path + ": the cache file holds " + mib(std::uint64_t(cst.st_size)) +
