@@ -49,6 +49,11 @@ $(eval $(call engine_build,build-asan,$(ASAN_FLAGS)))
 # build tree
 pure_all :: build/pve-qemu-sim build/nbdkit-vma-plugin.so
 
+# the plugin goes where nbdkit looks for plugins by name (nbdkit vma ...)
+NBDKIT_PLUGINDIR ?= $(shell pkg-config nbdkit --variable=plugindir)
+pure_install :: build/nbdkit-vma-plugin.so
+	install -D -m 0644 build/nbdkit-vma-plugin.so $(DESTDIR)$(NBDKIT_PLUGINDIR)/nbdkit-vma-plugin.so
+
 engine-test: build/engine-tests build/vma build/pve-qemu-sim
 	build/engine-tests
 
