@@ -108,6 +108,8 @@ for my $name (qw(ordered interleaved vmstate created)) {
     ok(!$server->failed, "$name: nbdkit serves it") or diag($server->log_text);
     ($status, $out) = run_captured('nbdinfo', '--list', $server->uri);
     is(join(' ', $out =~ m/^export="([^"]*)":/mg), "@devices", "$name: one export per device");
+    like($out, qr/^\tdescription: VMA device drive-scsi0 \(\d+ bytes\) of \Q$archive\E$/m,
+	"$name: described");
     for my $dev (@devices) {
 	my $copy = "$dir/$name-$dev.copy";
 	($status, undef, $err) = run_captured('nbdcopy', $server->uri($dev), $copy);

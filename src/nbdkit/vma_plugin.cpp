@@ -173,10 +173,8 @@ void *vma_open(int)
 
 const char *vma_export_description(void *handle)
 {
-    // nbdkit copies the string; one per connection is enough
-    thread_local std::string text;
-    text = description(*static_cast<ArchiveImage *>(handle));
-    return text.c_str();
+    // interned: nbdkit frees it with the connection
+    return nbdkit_strdup_intern(description(*static_cast<ArchiveImage *>(handle)).c_str());
 }
 
 int64_t vma_get_size(void *handle)
