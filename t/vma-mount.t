@@ -88,6 +88,17 @@ for my $case (['drive-scsi0', 'a whole-disk file system'], ['drive-scsi1', 'the 
     is(leftovers($mnt), '', 'leaves nothing mounted, attached or running');
 }
 
+# a compressed archive: decompressed once into a cache that has no name
+system("zstd -q -c '$dir/backup.vma' > '$dir/backup.vma.zst'") == 0 or die "zstd failed\n";
+($status, $out, $err) = run_captured($vma, 'mount', "$dir/backup.vma.zst", 'drive-scsi1', $mnt);
+is($status, 0, 'vma mount of a .vma.zst') or diag($err);
+like($err, qr/decompressing \S+backup\.vma\.zst with zstd .* it needs up to \d+ MiB/, 'says it decompresses');
+ok(slurp("$mnt/data.bin") eq slurp("$dir/files/data.bin"), 'the file equals the original');
+($status, undef, $err) = run_captured($vma, 'umount', $mnt);
+is($status, 0, 'vma umount') or diag($err);
+is(leftovers($mnt), '', 'leaves nothing mounted, attached or running');
+is(join(' ', glob("$dir/nbdkit-vma-*")), '', 'nor a cache directory');
+
 ($status, $out, $err) = run_captured($vma, 'mount', '-p', '0', "$dir/backup.vma", 'drive-scsi1', $mnt);
 isnt($status, 0, '-p 0 mounts the whole partitioned disk, which holds no file system');
 is(leftovers($mnt), '', 'the failed mount is undone');
