@@ -61,7 +61,14 @@ asan-test: build-asan/engine-tests build-asan/vma build-asan/pve-qemu-sim
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		PVE_QEMU_SIM=build-asan/pve-qemu-sim VMA=build-asan/vma build-asan/engine-tests
 
-.PHONY: engine-test asan-test
+# t/nbdkit-vma.t against the plugin's sanitizer build; nbdkit is a C program,
+# so ASan's runtime and libstdc++ (for its __cxa_throw hook) go in first
+asan-nbdkit-test: build-asan/nbdkit-vma-plugin.so build/vma
+	NBDKIT_VMA_PLUGIN=build-asan/nbdkit-vma-plugin.so \
+	NBDKIT_LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so.6)" \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 prove t/nbdkit-vma.t
+
+.PHONY: engine-test asan-test asan-nbdkit-test
 
 # A short libFuzzer run of the VMA reader over the committed seed corpus
 # (clang; the fuzzer's own sanitizer runtime, so it has its own build dir).

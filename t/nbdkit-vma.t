@@ -18,7 +18,9 @@ use NbdkitServer;
 use VmaTestArchive qw(write_vma clusters_of);
 
 my $vma = 'build/vma';
-my $plugin = './build/nbdkit-vma-plugin.so';
+# `make asan-nbdkit-test` runs this against the plugin's sanitizer build
+# (NBDKIT_VMA_PLUGIN, NBDKIT_LD_PRELOAD)
+my $plugin = $ENV{NBDKIT_VMA_PLUGIN} // './build/nbdkit-vma-plugin.so';
 plan skip_all => "$vma or $plugin not built" if !-x $vma || !-f $plugin;
 for my $tool (qw(nbdkit nbdcopy nbdinfo qemu-img)) {
     plan skip_all => "$tool not installed" if system("command -v $tool >/dev/null") != 0;

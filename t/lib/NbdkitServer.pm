@@ -22,6 +22,8 @@ sub start {
 	POSIX::setsid();
 	open(STDERR, '>', $self->{log}) or POSIX::_exit(126);
 	open(STDOUT, '>&', \*STDERR) or POSIX::_exit(126);
+	# a sanitizer build of a plugin needs its runtime loaded first
+	$ENV{LD_PRELOAD} = $ENV{NBDKIT_LD_PRELOAD} if $ENV{NBDKIT_LD_PRELOAD};
 	exec('nbdkit', '-f', '-U', $self->{socket}, @args) or POSIX::_exit(127);
     }
     $self->{pid} = $pid;
