@@ -72,7 +72,7 @@ pid_t spawn(const std::vector<std::string> &argv, int out_fd, int err_fd, bool d
     if (pid == 0) {
         if (detach) {
             setsid();
-            int null = open("/dev/null", O_RDONLY);
+            int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
             dup2(null, STDIN_FILENO);
         }
         if (out_fd >= 0)
