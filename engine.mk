@@ -10,8 +10,9 @@ ENGINE_CXXFLAGS = -std=c++20 -O2 -g -Wall -Wextra -Werror=return-type -fPIC \
 ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
 	-Wno-maybe-uninitialized
 
-ENGINE_SRC := $(sort $(shell find src -name '*.cpp' -not -path 'src/cli/*'))
+ENGINE_SRC := $(sort $(shell find src -name '*.cpp' -not -path 'src/cli/*' -not -path 'src/nbdkit/*'))
 CLI_SRC := $(sort $(wildcard src/cli/*.cpp))
+NBDKIT_PLUGIN_SRC := $(sort $(wildcard src/nbdkit/*.cpp))
 ENGINE_TEST_SRC := $(sort $(wildcard t/engine/*.cpp))
 SIM_SRC := $(sort $(wildcard t/sim/*.cpp))
 
@@ -30,6 +31,10 @@ $(1)/vma: $$(CLI_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
 $(1)/engine-tests: $$(ENGINE_TEST_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
 	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
 
+# the nbdkit plugin (doc/nbdkit-vma-plugin.pod); the engine stays hidden in it
+$(1)/nbdkit-vma-plugin.so: $$(NBDKIT_PLUGIN_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
+	$$(CXX) -shared $$(LDFLAGS) $(2) -Wl,--exclude-libs,ALL -o $$@ $$^ $$(ENGINE_LIBS)
+
 # the pve-qemu QMP simulator the tests run (t/sim)
 $(1)/pve-qemu-sim: $$(SIM_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
 	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
@@ -42,7 +47,12 @@ $(eval $(call engine_build,build-asan,$(ASAN_FLAGS)))
 
 # the tests (Perl and Catch2) run the vma binary and the simulator from the
 # build tree
-pure_all :: build/pve-qemu-sim
+pure_all :: build/pve-qemu-sim build/nbdkit-vma-plugin.so
+
+# the plugin goes where nbdkit looks for plugins by name (nbdkit vma ...)
+NBDKIT_PLUGINDIR ?= $(shell pkg-config nbdkit --variable=plugindir)
+pure_install :: build/nbdkit-vma-plugin.so
+	install -D -m 0644 build/nbdkit-vma-plugin.so $(DESTDIR)$(NBDKIT_PLUGINDIR)/nbdkit-vma-plugin.so
 
 engine-test: build/engine-tests build/vma build/pve-qemu-sim
 	build/engine-tests
@@ -51,7 +61,14 @@ asan-test: build-asan/engine-tests build-asan/vma build-asan/pve-qemu-sim
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		PVE_QEMU_SIM=build-asan/pve-qemu-sim VMA=build-asan/vma build-asan/engine-tests
 
-.PHONY: engine-test asan-test
+# t/nbdkit-vma.t against the plugin's sanitizer build; nbdkit is a C program,
+# so ASan's runtime and libstdc++ (for its __cxa_throw hook) go in first
+asan-nbdkit-test: build-asan/nbdkit-vma-plugin.so build/vma
+	NBDKIT_VMA_PLUGIN=build-asan/nbdkit-vma-plugin.so \
+	NBDKIT_LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so.6)" \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 prove t/nbdkit-vma.t
+
+.PHONY: engine-test asan-test asan-nbdkit-test
 
 # A short libFuzzer run of the VMA reader over the committed seed corpus
 # (clang; the fuzzer's own sanitizer runtime, so it has its own build dir).

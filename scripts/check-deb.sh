@@ -31,6 +31,8 @@ for file in /usr/bin/vma \
     "$perlarch/PVE/VZDump/QemuServer/Engine.pm" \
     "$perlarch/auto/PVE/VZDump/QemuServer/Engine/Engine.so" \
     /usr/share/man/man1/vma.1.gz \
+    "$(pkg-config nbdkit --variable=plugindir)/nbdkit-vma-plugin.so" \
+    /usr/share/man/man1/nbdkit-vma-plugin.1.gz \
     "$plugin" \
     /usr/share/man/man3/PVE::VZDump::QemuServer::Engine.3pm.gz; do
     grep -qxF "$file" "$work/files" || { echo "check-deb: $file missing from $deb" >&2; exit 1; }

@@ -9,7 +9,7 @@ packages="
     zstd gzip pigz lzop libio-pty-perl
     qemu-system-x86 qemu-utils
     clang libclang-rt-14-dev
-    libnbd-dev libnbd-bin fuse3
+    libnbd-dev libnbd-bin fuse3 nbdkit nbdkit-plugin-dev e2fsprogs
     debhelper dpkg-dev fakeroot lintian
 "
 

@@ -29,6 +29,10 @@ int main(int argc, char **argv)
             return vma_cli::verify_content(argc, argv);
         if (!std::strcmp(command, "config"))
             return vma_cli::dump_config(argc, argv);
+        if (!std::strcmp(command, "mount"))
+            return vma_cli::mount_device(argc, argv);
+        if (!std::strcmp(command, "umount"))
+            return vma_cli::umount_device(argc, argv);
     } catch (const std::exception &e) {
         std::fflush(stdout);
         std::fprintf(stderr, "vma: %s\n", e.what());

@@ -12,6 +12,8 @@ int dump_config(int argc, char **argv);
 int create_archive(int argc, char **argv);
 int extract_content(int argc, char **argv);
 int verify_content(int argc, char **argv);
+int mount_device(int argc, char **argv);
+int umount_device(int argc, char **argv);
 
 // Prints the usage to stdout and exits 1, as Proxmox's vma does.
 [[noreturn]] void help();

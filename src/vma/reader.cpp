@@ -290,9 +290,11 @@ bool Reader::read_extent(ClusterSink &sink)
     if (blocks < block_count)
         throw FormatError(start, "vma extent error - missing blocks");
 
-    for (std::size_t i = 0; i < slot_count; i++)
+    for (std::size_t i = 0; i < slot_count; i++) {
+        cluster_offset_ = start + kExtentHeaderSize + slots[i].first_block * kBlockSize;
         sink.cluster(*slots[i].dev, slots[i].info.cluster, slots[i].info.mask,
                      sink.wants_data() ? t.payload + slots[i].first_block * kBlockSize : nullptr);
+    }
     sink.extent_done();
     return true;
 }

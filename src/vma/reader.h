@@ -78,6 +78,11 @@ public:
     // only clusters of extents that passed every check).
     void read_extents(ClusterSink &sink);
 
+    // During ClusterSink::cluster(): the archive offset of that cluster's
+    // first stored block (its blocks lie there back to back), so a sink
+    // that indexes the archive can read them later without a copy.
+    std::uint64_t cluster_offset() const { return cluster_offset_; }
+
 private:
     void read_header();
     std::size_t read_some(std::uint8_t *buf, std::size_t len, const char *what);
@@ -85,6 +90,7 @@ private:
 
     Fd fd_;
     std::uint64_t offset_ = 0; // archive bytes consumed so far
+    std::uint64_t cluster_offset_ = 0;
     Uuid uuid_{};
     std::int64_t ctime_ = 0;
     std::vector<ConfigBlob> configs_;
