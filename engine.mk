@@ -38,7 +38,11 @@ $(1)/libengine.a: $$(ENGINE_SRC:%.cpp=$(1)/%.o)
 $(1)/vma: $$(CLI_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
 	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
 
+# a test that includes a Catch2 header itself builds against one major only
 $(1)/engine-tests: $$(ENGINE_TEST_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
+	@! grep -l '^#include <catch2/' $$(ENGINE_TEST_SRC) \
+		$$(filter-out t/engine/catch2_compat.h,$$(wildcard t/engine/*.h)) || \
+		{ echo 'these include Catch2 directly; include "catch2_compat.h" instead' >&2; exit 1; }
 	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(CATCH2_LIBS) $$(ENGINE_LIBS)
 
 # the pve-qemu QMP simulator the tests run (t/sim)
