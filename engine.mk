@@ -16,10 +16,21 @@ NBDKIT_PLUGIN_SRC := $(sort $(wildcard src/nbdkit/*.cpp))
 ENGINE_TEST_SRC := $(sort $(wildcard t/engine/*.cpp))
 SIM_SRC := $(sort $(wildcard t/sim/*.cpp))
 
+# Catch2 from the Debian release's package: v2 (Debian 12) is header-only, v3
+# (Debian 13) has a library too; t/engine/catch2_compat.h picks the headers by
+# major version. Expanded only when a test object is built or linked.
+catch2_version = $(or $(shell pkg-config --modversion catch2 2>/dev/null),\
+	$(error Catch2 not found by pkg-config: install Debian's catch2 package))
+CATCH2_CPPFLAGS = $(shell pkg-config --cflags catch2) \
+	-DENGINE_CATCH2_MAJOR=$(firstword $(subst ., ,$(catch2_version)))
+CATCH2_LIBS = $(shell pkg-config --libs catch2)
+
 define engine_build
 $(1)/%.o: %.cpp
 	@mkdir -p $$(dir $$@)
-	$$(CXX) $$(ENGINE_CXXFLAGS) $$(CPPFLAGS) $$(CXXFLAGS) $(2) -MMD -MP -c -o $$@ $$<
+	$$(CXX) $$(ENGINE_CXXFLAGS) $$(CPPFLAGS) $$(CXXFLAGS) $$(TEST_CPPFLAGS) $(2) -MMD -MP -c -o $$@ $$<
+
+$$(ENGINE_TEST_SRC:%.cpp=$(1)/%.o): TEST_CPPFLAGS = $$(CATCH2_CPPFLAGS)
 
 $(1)/libengine.a: $$(ENGINE_SRC:%.cpp=$(1)/%.o)
 	rm -f $$@
@@ -28,8 +39,12 @@ $(1)/libengine.a: $$(ENGINE_SRC:%.cpp=$(1)/%.o)
 $(1)/vma: $$(CLI_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
 	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
 
+# a test that includes a Catch2 header itself builds against one major only
 $(1)/engine-tests: $$(ENGINE_TEST_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a
-	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(ENGINE_LIBS)
+	@! grep -l '^#include <catch2/' $$(ENGINE_TEST_SRC) \
+		$$(filter-out t/engine/catch2_compat.h,$$(wildcard t/engine/*.h)) || \
+		{ echo 'these include Catch2 directly; include "catch2_compat.h" instead' >&2; exit 1; }
+	$$(CXX) $$(LDFLAGS) $(2) -o $$@ $$^ $$(CATCH2_LIBS) $$(ENGINE_LIBS)
 
 # the nbdkit plugin (doc/nbdkit-vma-plugin.pod); the engine stays hidden in it
 $(1)/nbdkit-vma-plugin.so: $$(NBDKIT_PLUGIN_SRC:%.cpp=$(1)/%.o) $(1)/libengine.a

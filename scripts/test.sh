@@ -2,7 +2,8 @@
 # Every test: the prove suite and the Catch2 suite, the engine tests again
 # under ASan + UBSan, a short fuzz run of the VMA reader, then the Debian
 # package (build, contents, lintian, install over stand-ins of the stock
-# files, use outside the build tree, purge).
+# packages, use outside the build tree, purge) on Debian 12 here and on
+# Debian 13 in a trixie root, there with the build-time tests.
 set -eu
 cd "$(dirname "$0")/.."
 scripts/build.sh

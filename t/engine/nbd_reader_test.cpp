@@ -6,7 +6,7 @@
 #include "util/error.h"
 #include "vma_test_support.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <fcntl.h>
 #include <unistd.h>

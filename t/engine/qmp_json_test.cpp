@@ -1,7 +1,7 @@
 // engine::Json, the json-c wrapper the QMP client and the simulator use.
 #include "util/json.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 using engine::Json;
 using engine::JsonError;

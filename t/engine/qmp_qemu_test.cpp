@@ -7,7 +7,7 @@
 #include "util/fd.h"
 #include "qmp_test_support.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <fcntl.h>
 #include <poll.h>

@@ -8,7 +8,7 @@
 #include "util/fd.h"
 #include "vma/reader.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <fcntl.h>
 #include <unistd.h>

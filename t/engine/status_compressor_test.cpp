@@ -1,6 +1,6 @@
 #include "backup/compressor.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <cstdio>
 #include <fcntl.h>

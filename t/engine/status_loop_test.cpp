@@ -1,6 +1,6 @@
 #include "backup/status_loop.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <csignal>
 #include <sys/time.h>

@@ -10,7 +10,7 @@
 #include "qmp_test_support.h"
 #include "vma_test_support.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -2,7 +2,7 @@
 // started, kept by waiting; deadlines and interruptions cut the wait short.
 #include "upstream/rate_limit.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <chrono>
 

@@ -5,7 +5,7 @@
 #include "util/fd.h"
 #include "vma_test_support.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

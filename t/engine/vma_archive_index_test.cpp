@@ -11,7 +11,7 @@
 #include "vma/format_error.h"
 #include "vma/reader.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <algorithm>
 #include <atomic>

@@ -4,7 +4,7 @@
 
 #include "util/endian.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <cstring>
 

@@ -8,7 +8,7 @@
 #include "util/md5.h"
 #include "vma/writer.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <cstring>
 #include <sys/mman.h>

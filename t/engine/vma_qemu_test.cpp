@@ -11,7 +11,7 @@
 #include "vma/writer.h"
 #include "vma_test_support.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -9,7 +9,7 @@
 #include "vma/image_source.h"
 #include "vma/writer.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <csignal>
 #include <fcntl.h>

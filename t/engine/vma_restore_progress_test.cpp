@@ -6,7 +6,7 @@
 #include "vma/reader.h"
 #include "vma/restore.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <algorithm>
 #include <functional>

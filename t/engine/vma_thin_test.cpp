@@ -7,7 +7,7 @@
 #include "vma/image_source.h"
 #include "vma/writer.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -6,7 +6,7 @@
 #include "util/fd.h"
 #include "vma/writer.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <csignal>
 #include <fcntl.h>

@@ -2,7 +2,7 @@
 // must find a single set bit anywhere, and accept all zeros.
 #include "util/zero.h"
 
-#include <catch2/catch.hpp>
+#include "catch2_compat.h"
 
 #include <cstdint>
 #include <vector>
