@@ -26,14 +26,6 @@ namespace vma = engine::vma;
 
 namespace {
 
-engine::Fd memfd_of(const Bytes &archive)
-{
-    engine::Fd mem(memfd_create("archive", MFD_CLOEXEC));
-    engine::write_all(mem.get(), archive.data(), archive.size(), "write");
-    lseek(mem.get(), 0, SEEK_SET);
-    return mem;
-}
-
 // Data with holes: zero 4 KiB blocks, a zero cluster, zero MiB runs.
 Bytes holey(std::size_t size, std::uint32_t seed)
 {
@@ -61,8 +53,8 @@ struct Served {
 
 Served serve(const Bytes &archive, const std::string &temp_dir)
 {
-    Served s{memfd_of(archive), nullptr};
-    vma::Reader reader(memfd_of(archive));
+    Served s{memory_file(archive), nullptr};
+    vma::Reader reader(memory_file(archive));
     s.index = std::make_unique<vma::ArchiveIndex>(reader, temp_dir);
     return s;
 }
@@ -197,7 +189,7 @@ TEST_CASE("a damaged archive is refused while indexing, leaving no file", "[vma]
     Bytes archive = write_archive({{"drive-scsi0", holey(8 << 20, 7)}});
     auto offsets = extent_offsets(archive);
     Bytes missing(archive.begin(), archive.begin() + static_cast<std::ptrdiff_t>(offsets[1]));
-    vma::Reader reader(memfd_of(missing));
+    vma::Reader reader(memory_file(missing));
     CHECK_THROWS_WITH(vma::ArchiveIndex(reader, dir.path()),
                       Catch::Contains("detected missing cluster 58 for stream drive-scsi0"));
     CHECK(entries_in(dir.path()) == 0);

@@ -20,14 +20,6 @@ namespace vma = engine::vma;
 
 namespace {
 
-engine::Fd memory_file(const Bytes &data)
-{
-    engine::Fd mem(memfd_create("archive", MFD_CLOEXEC));
-    engine::write_all(mem.get(), data.data(), data.size(), "write");
-    lseek(mem.get(), 0, SEEK_SET);
-    return mem;
-}
-
 } // namespace
 
 TEST_CASE("the restorer ticks after every extent and reports whole percents", "[vma]")

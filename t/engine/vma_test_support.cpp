@@ -16,6 +16,16 @@
 
 namespace vma_test {
 
+engine::Fd memory_file(const Bytes &data)
+{
+    engine::Fd mem(memfd_create("archive", MFD_CLOEXEC));
+    if (!mem)
+        engine::throw_errno("memfd_create");
+    engine::write_all(mem.get(), data.data(), data.size(), "write memory file");
+    lseek(mem.get(), 0, SEEK_SET);
+    return mem;
+}
+
 Bytes read_file(const std::string &path)
 {
     engine::Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "temp_dir.h"
+#include "util/fd.h"
 #include "util/uuid.h"
 
 #include <cstdint>
@@ -18,6 +19,9 @@ using engine_test::TempDir;
 
 Bytes read_file(const std::string &path);
 void write_file(const std::string &path, const Bytes &data);
+
+// An anonymous in-memory file holding data, positioned at its start.
+engine::Fd memory_file(const Bytes &data);
 
 // Deterministic pseudo-random bytes (never a zero 4 KiB block in practice).
 Bytes random_bytes(std::size_t len, std::uint32_t seed);
