@@ -61,6 +61,28 @@ my sub fleecing_images {
     return [map { s|.*/||r } glob($node->root . "/storage/local/images/$vmid/vm-$vmid-fleece-*")];
 }
 
+# After a failed fleecing backup, the next backup of the VM cleans up the
+# left-overs (logging $detach_line for the left-over node) and succeeds.
+my sub next_backup_cleans_up {
+    my ($vmid, $fleecing, $detach_line, $detach_what) = @_;
+    my $next = $node->run_backup($vmid, mode => 'snapshot', compress => 'zstd', fleecing => $fleecing);
+    is($next->{task}->{state}, 'ok', 'after fleecing failure: next backup succeeds') or diag($next->{task}->{msg});
+    my $messages = VZDumpScenario::messages($next->{task_log});
+    is_deeply(
+        [grep { m/\(old\) fleecing/ } $messages->@*],
+        [
+            $detach_line,
+            "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-0.qcow2'",
+            "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-1.qcow2'",
+            "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-0.qcow2'",
+            "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-1.qcow2'",
+        ],
+        "after fleecing failure: $detach_what, images freed first, new images freed after",
+    ) or diag(explain($messages));
+    is_deeply([$node->verify_archive($next->{archive}, $vmid)], [], 'after fleecing failure: archive matches the disks');
+    is_deeply(fleecing_images($vmid), [], 'after fleecing failure: no fleecing image left');
+}
+
 if ($pve9) {
     # A fleecing image's file node name is taken by a node nobody recorded
     # (added by hand): blockdev-add of the second image fails with QEMU's
@@ -114,22 +136,8 @@ if ($pve9) {
     # with the stray node gone, the next backup detaches the left-over node,
     # frees the recorded images and succeeds
     mon_cmd($vmid, 'blockdev-del', 'node-name' => 'virtio1-fleecing-file');
-    my $next = $node->run_backup($vmid, mode => 'snapshot', compress => 'zstd', fleecing => $fleecing);
-    is($next->{task}->{state}, 'ok', 'after fleecing failure: next backup succeeds') or diag($next->{task}->{msg});
-    my $messages = VZDumpScenario::messages($next->{task_log});
-    is_deeply(
-        [grep { m/\(old\) fleecing/ } $messages->@*],
-        [
-            "INFO: detaching (old) fleecing image 'drive-scsi0-fleecing'",
-            "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-0.qcow2'",
-            "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-1.qcow2'",
-            "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-0.qcow2'",
-            "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-1.qcow2'",
-        ],
-        'after fleecing failure: left-over node detached, images freed first, new images freed after',
-    ) or diag(explain($messages));
-    is_deeply([$node->verify_archive($next->{archive}, $vmid)], [], 'after fleecing failure: archive matches the disks');
-    is_deeply(fleecing_images($vmid), [], 'after fleecing failure: no fleecing image left');
+    next_backup_cleans_up($vmid, $fleecing, "INFO: detaching (old) fleecing image 'drive-scsi0-fleecing'",
+        'left-over node detached');
     is_deeply(
         VZDumpScenario::block_state($vmid)->{nodes},
         [sort qw(drive-scsi0 fscsi0 escsi0 drive-virtio1 fvirtio1 evirtio1)],
@@ -252,22 +260,8 @@ if (!$pve9) {
         VZDumpScenario::check_no_leaks($run->{fds}, 'fleecing drive_add');
 
         # the next backup of the VM cleans up the left-overs and succeeds
-        my $next = $node->run_backup($vmid, mode => 'snapshot', compress => 'zstd', fleecing => $fleecing);
-        is($next->{task}->{state}, 'ok', 'after fleecing failure: next backup succeeds') or diag($next->{task}->{msg});
-        my $messages = VZDumpScenario::messages($next->{task_log});
-        is_deeply(
-            [grep { m/\(old\) fleecing/ } $messages->@*],
-            [
-                "INFO: detaching (old) fleecing image for 'drive-scsi0-fleecing'",
-                "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-0.qcow2'",
-                "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-1.qcow2'",
-                "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-0.qcow2'",
-                "INFO: removing (old) fleecing image 'local:$vmid/vm-$vmid-fleece-1.qcow2'",
-            ],
-            'after fleecing failure: left-overs detached and freed first, new images freed after',
-        ) or diag(explain($messages));
-        is_deeply([$node->verify_archive($next->{archive}, $vmid)], [], 'after fleecing failure: archive matches the disks');
-        is_deeply(fleecing_images($vmid), [], 'after fleecing failure: no fleecing image left');
+        next_backup_cleans_up($vmid, $fleecing,
+            "INFO: detaching (old) fleecing image for 'drive-scsi0-fleecing'", 'left-overs detached');
         unlike(PVE::Tools::file_get_contents(PVE::QemuConfig->config_file($vmid)), qr/special:fleecing/,
             'after fleecing failure: nothing recorded any more');
         ok(!(grep { m/-fleecing$/ } block_devices($vmid)->@*), 'after fleecing failure: no fleecing drive in QEMU');
