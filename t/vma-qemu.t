@@ -5,7 +5,9 @@
 # for rbd: and iscsi:) with qmrestore's map lines; create from qcow2
 # (unallocated and zero clusters, a backing file), vmdk, a protocol path, a
 # json: filename and the -d form, each read back and compared with
-# `qemu-img convert -O raw`; and the failures (qemu-nbd missing, QEMU's open
+# `qemu-img convert -O raw`; a qcow2's allocated clusters read and written in
+# its file, without qemu-nbd, and everything else through it (a logging
+# qemu-nbd in PATH tells which); and the failures (qemu-nbd missing, QEMU's open
 # error, qemu-nbd killed in the middle of a restore and of a create), each
 # checked for leftovers: no qemu-nbd process, no socket or temporary
 # directory (vma runs with a private TMPDIR), no extract directory, no
@@ -37,6 +39,27 @@ my $KiB = 1024;
 my $MiB = 1024 * $KiB;
 my $SIZE = 4 * $MiB + 192 * $KiB; # a multiple of 64 KiB and not of 1 MiB
 my $FILL = "\xa5";                 # what a target held before the restore
+
+# qemu-nbd as vma finds it in PATH, logging each image it is started for
+my ($real_qemu_nbd) = grep { -x } map { "$_/qemu-nbd" } split(/:/, $ENV{PATH});
+my $nbd_log = "$dir/qemu-nbd.log";
+mkdir("$dir/bin") or die "mkdir $dir/bin: $!\n";
+{
+    open(my $fh, '>', "$dir/bin/qemu-nbd") or die "open $dir/bin/qemu-nbd: $!\n";
+    print $fh qq(#!/bin/bash\nprintf '%s\\n' "\${\@: -1}" >> '$nbd_log'\nexec -a qemu-nbd '$real_qemu_nbd' "\$\@"\n);
+    close($fh) or die "close: $!\n";
+    chmod(0755, "$dir/bin/qemu-nbd") or die "chmod: $!\n";
+}
+$ENV{PATH} = "$dir/bin:$ENV{PATH}";
+
+# The images vma started qemu-nbd for since the last call.
+my sub qemu_nbd_runs {
+    open(my $fh, '<', $nbd_log) or return [];
+    my @images = map { chomp; $_ } <$fh>;
+    close($fh);
+    unlink($nbd_log);
+    return \@images;
+}
 
 my %servers; # pid => socket of the qemu-nbd servers this test started
 my %attached;
@@ -115,7 +138,7 @@ my sub serve {
     my $socket = "$dir/$name.sock";
     my $pid = fork() // die "fork: $!\n";
     if (!$pid) {
-        exec('qemu-nbd', '--persistent', '--shared=4', "--format=$format", "--socket=$socket", $image)
+        exec($real_qemu_nbd, '--persistent', '--shared=4', "--format=$format", "--socket=$socket", $image)
             or POSIX::_exit(127);
     }
     $servers{$pid} = $socket;
@@ -144,7 +167,7 @@ my sub leftovers {
 
 # --- extract -r onto every kind of target ------------------------------------
 
-my @names = qw(qcow2 qcow2-old vmdk raw nbd loop);
+my @names = qw(qcow2 qcow2-old vmdk raw nbd loop qcow2-backed qcow2-prealloc qcow2-mixed qcow2-snap);
 make_raw("$dir/src-$names[$_].raw", $_ + 1) for 0 .. $#names;
 my ($status, $out, $err) = run_captured($vma, 'create', "$dir/a.vma",
     map { "drive-$_=$dir/src-$_.raw" } @names);
@@ -154,6 +177,18 @@ shell("qemu-img create -q -f qcow2 '$dir/t.qcow2' $SIZE");
 # a qcow2 that held data before: "1:" must zero what the archive has as zero
 shell("qemu-img create -q -f qcow2 '$dir/t-old.qcow2' $SIZE");
 shell("qemu-io -f qcow2 -c 'write -P 0xa5 0 $SIZE' '$dir/t-old.qcow2' >/dev/null");
+# a qcow2 over a backing file that held data: "1:" must hide that data
+make_filled("$dir/old-base.raw", $SIZE);
+shell("qemu-img create -q -f qcow2 -b '$dir/old-base.raw' -F raw '$dir/t-backed.qcow2' $SIZE");
+# as Proxmox creates qcow2 volumes: every cluster allocated in the file
+shell("qemu-img create -q -f qcow2 -o preallocation=metadata '$dir/t-prealloc.qcow2' $SIZE");
+# old data in the first half (allocated), nothing in the second
+shell("qemu-img create -q -f qcow2 '$dir/t-mixed.qcow2' $SIZE");
+shell("qemu-io -f qcow2 -c 'write -P 0xa5 0 @{[$SIZE / 2]}' '$dir/t-mixed.qcow2' >/dev/null");
+# old data kept by an internal snapshot, which QEMU's copy-on-write protects
+shell("qemu-img create -q -f qcow2 '$dir/t-snap.qcow2' $SIZE");
+shell("qemu-io -f qcow2 -c 'write -P 0xa5 0 $SIZE' '$dir/t-snap.qcow2' >/dev/null");
+shell("qemu-img snapshot -c before '$dir/t-snap.qcow2'");
 shell("qemu-img create -q -f vmdk '$dir/t.vmdk' $SIZE");
 make_filled("$dir/t.raw", $SIZE);
 make_filled("$dir/remote.raw", $SIZE);
@@ -181,6 +216,10 @@ my @map = (
     "format=raw:1:drive-raw=$dir/t.raw",
     "format=raw:cache=writeback:1:drive-nbd=nbd:unix:$socket",
     $loop ? "format=raw:1:drive-loop=$loop" : "format=raw:1:drive-loop=$dir/t-loop.raw",
+    "format=qcow2:1:drive-qcow2-backed=$dir/t-backed.qcow2",
+    "throttling.bps=104857600:throttling.group=local:format=qcow2:0:drive-qcow2-prealloc=$dir/t-prealloc.qcow2",
+    "format=qcow2:cache=none:1:drive-qcow2-mixed=$dir/t-mixed.qcow2",
+    "format=qcow2:1:drive-qcow2-snap=$dir/t-snap.qcow2",
 );
 make_filled("$dir/t-loop.raw", $SIZE) if !$loop;
 write_map("$dir/map", @map);
@@ -192,6 +231,27 @@ like($out, qr/^total bytes read /m, 'and the summary printed');
 is(compare('raw', "$dir/src-qcow2.raw", 'qcow2', "$dir/t.qcow2"), 'identical', 'qcow2 target');
 is(compare('raw', "$dir/src-qcow2-old.raw", 'qcow2', "$dir/t-old.qcow2"), 'identical',
     'qcow2 target with old data: 1: zeroed it');
+is(compare('raw', "$dir/src-qcow2-backed.raw", 'qcow2', "$dir/t-backed.qcow2"), 'identical',
+    'qcow2 target over a backing file: 1: hid its data');
+is(compare('raw', "$dir/src-qcow2-prealloc.raw", 'qcow2', "$dir/t-prealloc.qcow2"), 'identical',
+    'preallocated qcow2 target');
+is(compare('raw', "$dir/src-qcow2-mixed.raw", 'qcow2', "$dir/t-mixed.qcow2"), 'identical',
+    'qcow2 target, half allocated (cache=none)');
+is(compare('raw', "$dir/src-qcow2-snap.raw", 'qcow2', "$dir/t-snap.qcow2"), 'identical',
+    'qcow2 target with a snapshot');
+shell("qemu-img convert -O raw -l snapshot.name=before '$dir/t-snap.qcow2' '$dir/snap-before.raw'");
+make_filled("$dir/filled.raw", $SIZE);
+is(compare('raw', "$dir/filled.raw", 'raw', "$dir/snap-before.raw"), 'identical',
+    'the snapshot still holds the old data');
+for my $image (map { "$dir/t$_.qcow2" } '', qw(-old -backed -prealloc -mixed -snap)) {
+    my ($status, $out, $err) = run_captured('qemu-img', 'check', '-q', $image);
+    is($status, 0, "qemu-img check of $image: no errors or leaks") or diag("$out$err");
+}
+# qemu-nbd ran for every qcow2 with a cluster QEMU had to allocate or
+# protect; the allocated clusters of the others were written in their files
+is_deeply([sort grep { /qcow2$/ } @{qemu_nbd_runs()}],
+    [map { "$dir/t$_.qcow2" } qw(-backed -mixed -snap), ''],
+    'qemu-nbd ran for the qcow2 targets with clusters to allocate or a snapshot, not for t-old and t-prealloc');
 is(compare('raw', "$dir/src-vmdk.raw", 'vmdk', "$dir/t.vmdk"), 'identical', 'vmdk target (cache=none)');
 is(compare('raw', "$dir/src-raw.raw", 'raw', "$dir/t.raw"), 'identical', 'raw file target');
 is(compare('raw', "$dir/src-nbd.raw", 'raw', "$dir/remote.raw"), 'identical', 'nbd:unix: protocol target');
@@ -205,8 +265,11 @@ $allocated += $1
 my $data_clusters = grep { (($_ * 7 + 1) % 5) != 0 } 0 .. $SIZE / (64 * $KiB) - 1;
 is($allocated, $data_clusters * 64 * $KiB, '0: keeps a fresh qcow2 sparse (only data clusters allocated)');
 # 1: wrote the zero ranges as write-zeroes: QEMU records zero clusters
-like(`qemu-img map --output=json '$dir/t-old.qcow2'`, qr/"zero": true, "data": false/,
+like(`qemu-img map --output=json '$dir/t-backed.qcow2'`, qr/"depth": 0, "present": true, "zero": true, "data": false/,
     '1: zeroes become qcow2 zero clusters');
+# in allocated clusters they are zeros written in place: nothing is freed
+unlike(`qemu-img map --output=json '$dir/t-old.qcow2'`, qr/"data": false/,
+    '1: zeroes in allocated clusters are written in the file');
 is_deeply(leftovers(), [], 'no qemu-nbd, socket or directory left after a restore');
 
 # without format=, a qcow2 is probed as QEMU would
@@ -257,16 +320,15 @@ check_failed_extract('an unknown protocol', "format=raw:0:drive-qcow2=nosuch:thi
         qr/^vma: can't open file \Q$dir\E\/t.qcow2 - qemu-nbd not found in PATH - install the package qemu-utils$/m);
 }
 
-# The first child process of pid, if it has one.
-my sub child_of {
+# The qemu-nbd child of pid, if it has one.
+my sub qemu_nbd_child_of {
     my ($pid) = @_;
     opendir(my $dh, '/proc') or die "opendir /proc: $!\n";
     for my $candidate (grep { /^\d+$/ } readdir($dh)) {
         open(my $fh, '<', "/proc/$candidate/stat") or next;
         my $stat = <$fh> // '';
-        # the fields after the command name (which may hold spaces)
-        my ($ppid) = $stat =~ /\) \S+ (\d+)/;
-        return $candidate if defined($ppid) && $ppid == $pid;
+        my ($comm, $ppid) = $stat =~ /^\d+ \((.*)\) \S+ (\d+)/;
+        return $candidate if defined($ppid) && $ppid == $pid && $comm eq 'qemu-nbd';
     }
     return undef;
 }
@@ -285,7 +347,7 @@ my sub run_killing_qemu_nbd {
     my $child;
     for (1 .. 1000) {
         last if waitpid($pid, POSIX::WNOHANG()) == $pid;
-        last if $child = child_of($pid);
+        last if $child = qemu_nbd_child_of($pid);
         sleep(0.01);
     }
     sleep(0.5); # well into the transfer
@@ -321,6 +383,11 @@ shell("qemu-io -f qcow2 -c 'write -P 0x66 2M 128k' '$dir/thin.qcow2' >/dev/null"
 shell("qemu-img convert -q -f raw -O vmdk '$dir/src-vmdk.raw' '$dir/src.vmdk'");
 shell("qemu-img convert -q -f raw -O qcow2 '$dir/src-nbd.raw' '$dir/remote.qcow2'");
 my $remote = serve("$dir/remote.qcow2", 'qcow2', 'remote-qcow2');
+# compressed clusters, which only QEMU reads
+shell("qemu-img convert -q -c -f raw -O qcow2 '$dir/src-raw.raw' '$dir/compressed.qcow2'");
+# as Proxmox creates them, with some data: allocated clusters that read as zeros
+shell("qemu-img create -q -f qcow2 -o preallocation=metadata '$dir/prealloc.qcow2' $SIZE");
+shell("qemu-io -f qcow2 -c 'write -P 0x55 1M 256k' -c 'write -P 0x56 4M 64k' '$dir/prealloc.qcow2' >/dev/null");
 
 my %create = (
     'drive-top'   => ["drive-top=$dir/top.qcow2",              "$dir/top.qcow2"],
@@ -329,12 +396,21 @@ my %create = (
     'drive-nbd'   => ["drive-nbd=nbd:unix:$remote",            "$dir/remote.qcow2"],
     'drive-json'  => [qq(drive-json=json:{"driver":"qcow2","file":{"driver":"file","filename":"$dir/thin.qcow2"}}),
                       "$dir/thin.qcow2"],
+    'drive-compressed' => ["drive-compressed=$dir/compressed.qcow2", "$dir/compressed.qcow2"],
+    'drive-prealloc'   => ["drive-prealloc=$dir/prealloc.qcow2",     "$dir/prealloc.qcow2"],
 );
 my @order = sort keys %create;
+qemu_nbd_runs();
 ($status, undef, $err) = run_captured($vma, 'create', '-v', "$dir/c.vma", map { $create{$_}[0] } @order);
 is($status, 0, 'create from qcow2 (backing file), qcow2 (thin), vmdk, nbd: and json:') or diag($err);
 like($err, qr/^image drive-thin: size=$SIZE zeros=@{[$SIZE - 128 * $KiB]} saved=@{[128 * $KiB]}$/m,
     'a thin qcow2 is archived at its virtual size with its data only');
+like($err, qr/^image drive-prealloc: size=$SIZE zeros=@{[$SIZE - 320 * $KiB]} saved=@{[320 * $KiB]}$/m,
+    'a preallocated qcow2 too');
+# the qcow2 images with data outside their file (a backing file, compressed
+# clusters) went through qemu-nbd; thin and prealloc were read from their files
+is_deeply([sort grep { /qcow2$/ } @{qemu_nbd_runs()}], ["$dir/compressed.qcow2", "$dir/top.qcow2"],
+    'qemu-nbd read the qcow2 images with data outside their file, not the others');
 ($status, $out, $err) = run_captured($vma, 'extract', "$dir/c.vma", "$dir/c");
 is($status, 0, 'extract the created archive') or diag($err);
 for my $name (@order) {
@@ -386,9 +462,11 @@ check_failed_create('create -d with a malformed argument', ['-d', "drive-scsi0=$
 }
 
 # qemu-nbd killed while create reads from it: the archive goes to a FIFO
-# that is not read until the kill, so vma is stuck well before the end
-shell("qemu-img create -q -f qcow2 '$dir/big.qcow2' 64M");
-shell("qemu-io -f qcow2 -c 'write -P 0x77 0 64M' '$dir/big.qcow2' >/dev/null");
+# that is not read until the kill, so vma is stuck well before the end; the
+# data is in a backing file, which only QEMU reads
+shell("qemu-img create -q -f qcow2 '$dir/big-base.qcow2' 64M");
+shell("qemu-io -f qcow2 -c 'write -P 0x77 0 64M' '$dir/big-base.qcow2' >/dev/null");
+shell("qemu-img create -q -f qcow2 -b '$dir/big-base.qcow2' -F qcow2 '$dir/big.qcow2'");
 POSIX::mkfifo("$dir/out.fifo", 0600) or die "mkfifo: $!\n";
 {
     my $pid = fork() // die "fork: $!\n";
@@ -398,7 +476,7 @@ POSIX::mkfifo("$dir/out.fifo", 0600) or die "mkfifo: $!\n";
     }
     # vma opens the FIFO after its qemu-nbd serves the image
     open(my $fifo, '<', "$dir/out.fifo") or die "open $dir/out.fifo: $!\n";
-    my $victim = child_of($pid);
+    my $victim = qemu_nbd_child_of($pid);
     ok($victim, 'create runs a qemu-nbd child');
     kill('KILL', $victim) if $victim;
     binmode($fifo);

@@ -153,9 +153,20 @@ void QemuNbdExport::spawn(const std::string &program, int listen_fd)
     // the environment with LISTEN_FDS=1 and LISTEN_PID=<child pid>, the pid
     // filled in by the child (only async-signal-safe work after fork)
     std::vector<char *> envp;
-    for (char **e = environ; *e; e++)
+    bool tuned = false;
+    for (char **e = environ; *e; e++) {
         if (std::strncmp(*e, "LISTEN_", 7) != 0)
             envp.push_back(*e);
+        tuned = tuned || std::strncmp(*e, "GLIBC_TUNABLES=", 15) == 0;
+    }
+    // qemu-nbd allocates a buffer per request: by default glibc maps each
+    // 4 MiB buffer afresh (or trims it off the heap) and the kernel faults in
+    // and clears its pages, a cost as large as the copy itself. Keeping them
+    // on the heap bounds nothing less: the buffers in flight are what they are.
+    char malloc_tunables[] = "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:"
+                             "glibc.malloc.trim_threshold=268435456";
+    if (!tuned)
+        envp.push_back(malloc_tunables);
     char listen_fds[] = "LISTEN_FDS=1";
     char listen_pid[32] = "LISTEN_PID=";
     envp.push_back(listen_fds);

@@ -15,7 +15,7 @@ constexpr std::size_t kBufferAlignment = 4096;
 
 } // namespace
 
-ImageReadAhead::ImageReadAhead(ImageSource &source, std::uint64_t clusters)
+ImageReadAhead::ImageReadAhead(ClusterReader &source, std::uint64_t clusters)
     : source_(source), clusters_(clusters)
 {
     for (Slot &slot : slots_) {

@@ -1,6 +1,6 @@
-// Reads an ImageSource on a thread of its own, a few batches ahead of the
-// thread that packs and writes the archive, so that reading the image
-// overlaps checking it for zeros and writing the archive instead of
+// Reads a ClusterReader (a disk image) on a thread of its own, a few batches
+// ahead of the thread that packs and writes the archive, so that reading the
+// image overlaps checking it for zeros and writing the archive instead of
 // alternating with them. Memory stays bounded: kDepth batches of kBatchClusters
 // clusters (20 MiB), whatever the image size.
 //
@@ -30,7 +30,7 @@ public:
     // the consumer holds two (see next()), the thread reads into the rest
     static constexpr std::size_t kDepth = 5;
 
-    // What ImageSource::read_clusters delivered for clusters [first, first +
+    // What ClusterReader::read_clusters delivered for clusters [first, first +
     // count).
     struct Batch {
         std::uint64_t first;
@@ -41,7 +41,7 @@ public:
 
     // Starts reading clusters [0, clusters) of source. Throws Error if the
     // buffers cannot be allocated or the thread cannot start.
-    ImageReadAhead(ImageSource &source, std::uint64_t clusters);
+    ImageReadAhead(ClusterReader &source, std::uint64_t clusters);
     // Stops the thread (after the read it may be in) and joins it.
     ~ImageReadAhead();
     ImageReadAhead(const ImageReadAhead &) = delete;
@@ -65,7 +65,7 @@ private:
 
     void run() noexcept;
 
-    ImageSource &source_;
+    ClusterReader &source_;
     const std::uint64_t clusters_;
     Slot slots_[kDepth];
 

@@ -88,6 +88,23 @@ void ImageSource::read_range(std::uint64_t from, std::uint64_t to, std::uint8_t 
         std::memset(out + got, 0, want - got);
 }
 
+void mark_read(std::uint64_t batch_start, std::uint64_t seg_start, std::uint64_t seg_end, std::uint8_t *buf,
+               bool *hole)
+{
+    for (std::uint64_t c = (seg_start - batch_start) / kClusterSize; c <= (seg_end - 1 - batch_start) / kClusterSize;
+         c++) {
+        if (!hole[c])
+            continue;
+        hole[c] = false;
+        std::uint64_t cluster_start = batch_start + c * kClusterSize;
+        std::uint64_t cluster_end = cluster_start + kClusterSize;
+        if (seg_start > cluster_start)
+            std::memset(buf + c * kClusterSize, 0, static_cast<std::size_t>(seg_start - cluster_start));
+        if (seg_end < cluster_end)
+            std::memset(buf + (seg_end - batch_start), 0, static_cast<std::size_t>(cluster_end - seg_end));
+    }
+}
+
 void ImageSource::read_clusters(std::uint64_t first, std::size_t count, std::uint8_t *buf, bool *hole)
 {
     const std::uint64_t begin = first * kClusterSize;
@@ -101,27 +118,12 @@ void ImageSource::read_clusters(std::uint64_t first, std::size_t count, std::uin
         if (seg_start >= end || seg_start >= seg_end)
             break; // the rest of the batch is a hole or past the image end
         read_range(seg_start, seg_end, buf + (seg_start - begin));
-        // a cluster first touched here gets zeros around the data; later
-        // data ranges in the same cluster overwrite those zeros
-        for (std::uint64_t c = (seg_start - begin) / kClusterSize;
-             c <= (seg_end - 1 - begin) / kClusterSize; c++) {
-            if (!hole[c])
-                continue;
-            hole[c] = false;
-            std::uint64_t cluster_start = begin + c * kClusterSize;
-            std::uint64_t cluster_end = cluster_start + kClusterSize;
-            if (seg_start > cluster_start)
-                std::memset(buf + c * kClusterSize, 0,
-                            static_cast<std::size_t>(seg_start - cluster_start));
-            if (seg_end < cluster_end)
-                std::memset(buf + (seg_end - begin), 0,
-                            static_cast<std::size_t>(cluster_end - seg_end));
-        }
+        mark_read(begin, seg_start, seg_end, buf, hole);
         pos = seg_end;
     }
 }
 
-void write_image(Writer &writer, DeviceId dev, ImageSource &source,
+void write_image(Writer &writer, DeviceId dev, ClusterReader &source,
                  const std::function<void()> &progress)
 {
     // The writer points into the clusters of its pending extent, at most the

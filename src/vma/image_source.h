@@ -16,7 +16,29 @@
 
 namespace engine::vma {
 
-class ImageSource {
+// What write_image reads a disk from: clusters in order, holes marked.
+class ClusterReader {
+public:
+    virtual ~ClusterReader() = default;
+    // The disk's name in messages.
+    virtual const std::string &name() const = 0;
+    // Reads count clusters starting at cluster first into buf (count *
+    // kClusterSize bytes); bytes past the end of the disk read as zeros.
+    // Sets hole[i] for every cluster that reads as zeros without being read
+    // (its bytes in buf are then unspecified and must not be used). Throws
+    // Error on a read error.
+    virtual void read_clusters(std::uint64_t first, std::size_t count, std::uint8_t *buf, bool *hole) = 0;
+};
+
+// For read_clusters implementations: the bytes [seg_start, seg_end) of the
+// batch starting at byte batch_start have been read into buf. Clears hole[]
+// for the clusters they touch, filling zeros around them in a cluster
+// touched for the first time (hole[] starts all true; later reads into the
+// same cluster overwrite those zeros).
+void mark_read(std::uint64_t batch_start, std::uint64_t seg_start, std::uint64_t seg_end, std::uint8_t *buf,
+               bool *hole);
+
+class ImageSource final : public ClusterReader {
 public:
     // Opens path read-only. Throws Error("can't open image '...' - ...").
     explicit ImageSource(const std::string &path);
@@ -26,14 +48,10 @@ public:
 
     // Image size in bytes (st_size, or the block device's size).
     std::uint64_t size() const { return size_; }
-    const std::string &name() const { return name_; }
+    const std::string &name() const override { return name_; }
 
-    // Reads count clusters starting at cluster first into buf (count *
-    // kClusterSize bytes); bytes past the end of the image read as zeros.
-    // Sets hole[i] for every cluster that lies wholly in a hole (its bytes in
-    // buf are then unspecified and must not be used). Throws Error on a read
-    // error.
-    void read_clusters(std::uint64_t first, std::size_t count, std::uint8_t *buf, bool *hole);
+    // A cluster wholly in a file system hole is a hole.
+    void read_clusters(std::uint64_t first, std::size_t count, std::uint8_t *buf, bool *hole) override;
 
 private:
     void init();
@@ -51,13 +69,13 @@ private:
     bool range_valid_ = false;
 };
 
-// Streams a whole image into the writer as device dev, cluster by cluster in
+// Streams a whole disk into the writer as device dev, cluster by cluster in
 // order, with bounded memory: a reader thread (ImageReadAhead, 20 MiB of
 // buffers) reads ahead while the calling thread drives the writer, which
 // writes the data from those buffers without copying it
 // (write_cluster_in_place). progress, if set, is called on the calling
 // thread after every batch of clusters.
-void write_image(Writer &writer, DeviceId dev, ImageSource &source,
+void write_image(Writer &writer, DeviceId dev, ClusterReader &source,
                  const std::function<void()> &progress = {});
 
 } // namespace engine::vma

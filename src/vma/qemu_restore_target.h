@@ -4,6 +4,12 @@
 // and written with libnbd. Zero ranges (a "1:" map line) become NBD
 // write-zeroes, so QEMU records them as zero clusters instead of writing
 // zero bytes.
+//
+// A qcow2 image file whose clusters are allocated already (Proxmox creates
+// qcow2 volumes with preallocation=metadata) is written straight into the
+// file, at the host offsets QEMU maps them to (image_host_map.h), as fast as
+// a raw file; qemu-nbd is started only for the first write to anything else,
+// such as an unallocated cluster, which QEMU has to allocate.
 #pragma once
 
 #include "vma/restore_target.h"
@@ -19,7 +25,8 @@ namespace engine::vma {
 // nullopt keeps QEMU's default (writeback). finish() flushes (unless
 // cache is unsafe), disconnects and waits for qemu-nbd to close the image.
 // Throws Error("can't open file F - <QEMU's message>"), or the message that
-// qemu-nbd is missing; a write after qemu-nbd died throws
+// qemu-nbd is missing (for a mapped qcow2 from the write that starts
+// qemu-nbd); a write after qemu-nbd died throws
 // Error("write to F failed - qemu-nbd was killed by signal N").
 std::unique_ptr<RestoreTarget> open_qemu_target(const std::string &filename,
                                                 const std::optional<std::string> &format,

@@ -133,9 +133,11 @@ TEST_CASE("qemu restore target: data, zeros as write-zeroes, flushed qcow2", "[q
 {
     vma_test::TempDir work;
     PrivateTmp tmp;
-    std::string image = work / "target.qcow2";
-    run("qemu-img create -q -f qcow2 '" + image + "' 2M");
-    run("qemu-io -f qcow2 -c 'write -P 0xa5 0 2M' '" + image + "' >/dev/null");
+    std::string base = work / "base.qcow2", image = work / "target.qcow2";
+    // old data in a backing file: the clusters are QEMU's to allocate
+    run("qemu-img create -q -f qcow2 '" + base + "' 2M");
+    run("qemu-io -f qcow2 -c 'write -P 0xa5 0 2M' '" + base + "' >/dev/null");
+    run("qemu-img create -q -f qcow2 -b '" + base + "' -F qcow2 '" + image + "' 2M");
     vma_test::Bytes data = vma_test::random_bytes(256 * kKiB, 7);
 
     auto target = engine::vma::open_qemu_target(image, "qcow2", std::nullopt, true);
