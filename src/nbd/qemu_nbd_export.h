@@ -17,7 +17,8 @@
 // - The destructor stops a qemu-nbd still running (SIGTERM, then SIGKILL),
 //   reaps it and removes the socket and the directory: no child, socket or
 //   directory is left on any path. If vma itself is killed, qemu-nbd gets
-//   SIGTERM from the kernel (PR_SET_PDEATHSIG).
+//   SIGTERM from the kernel (PR_SET_PDEATHSIG); as that follows the thread
+//   that started qemu-nbd, construct the export on a thread that outlives it.
 // - Whatever qemu-nbd writes to stdout or stderr is captured (the caller's
 //   stdout may be qmrestore's pipe); warnings of a successful run are copied
 //   to stderr by finish().

@@ -1,8 +1,10 @@
 // A disk `vma create` archives, opened the way Proxmox's vma opens it: a raw
 // file or block device is read directly (image_source.h: SEEK_DATA hole
-// skipping, large reads); an image in any other format, and every protocol
-// filename (rbd:, iscsi://, nbd:, json:), is read through QEMU's block layer
-// (qemu_image_source.h), archived as its virtual disk at its virtual size.
+// skipping, large reads); a qcow2 file mostly from its file, where QEMU maps
+// its clusters (mapped_image_source.h); an image in any other format, and
+// every protocol filename (rbd:, iscsi://, nbd:, json:), through QEMU's block
+// layer (qemu_image_source.h). Images are archived as their virtual disk, at
+// their virtual size.
 #pragma once
 
 #include "vma/writer.h"

@@ -125,6 +125,7 @@ void ImageHostMap::add(Run run)
         if (last.kind == run.kind && last.start + last.length == run.start &&
             (run.kind == Kind::Zero || last.host + last.length == run.host)) {
             last.length += run.length;
+            covered_ += run.length;
             return;
         }
     }
@@ -133,6 +134,7 @@ void ImageHostMap::add(Run run)
         return;
     }
     runs_.push_back(run);
+    covered_ += run.length;
     has_file_runs_ = has_file_runs_ || run.kind == Kind::File;
 }
 

@@ -51,6 +51,8 @@ public:
     std::uint64_t virtual_size() const { return virtual_size_; }
     // Whether any part of the disk is in the file (else the map gains nothing).
     bool has_file_runs() const { return has_file_runs_; }
+    // Whether any part of the disk is QEMU's.
+    bool has_qemu_runs() const { return covered_ < virtual_size_; }
 
     // The run holding offset (< virtual_size()): from offset to the run's
     // end at most, the whole range has the run's kind.
@@ -62,6 +64,7 @@ private:
 
     std::uint64_t virtual_size_ = 0;
     bool has_file_runs_ = false;
+    std::uint64_t covered_ = 0; // bytes in runs_
     std::size_t max_runs_ = kMaxRuns;
     bool full_ = false; // max_runs_ reached
     // File and Zero runs in order, not overlapping; the gaps are Qemu

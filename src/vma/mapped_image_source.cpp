@@ -15,6 +15,16 @@ MappedImageSource::MappedImageSource(const std::string &path, ImageHostMap map)
     if (!fd_)
         throw_errno("can't open image '" + path + "'");
     posix_fadvise(fd_.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    // started here, not by the read-ahead thread on first need: qemu-nbd
+    // gets SIGTERM when the thread that started it ends (PR_SET_PDEATHSIG)
+    if (map_.has_qemu_runs()) {
+        nbd::QemuNbdOptions options;
+        options.filename = path_;
+        options.format = "qcow2";
+        options.read_only = true;
+        server_ = std::make_unique<nbd::QemuNbdExport>(options);
+        connection_ = server_->connect();
+    }
 }
 
 MappedImageSource::~MappedImageSource() = default;
@@ -59,14 +69,6 @@ void MappedImageSource::read_clusters(std::uint64_t first, std::size_t count, st
 void MappedImageSource::read_through_qemu(std::uint8_t *buf, std::size_t len, std::uint64_t offset)
 {
     try {
-        if (!server_) {
-            nbd::QemuNbdOptions options;
-            options.filename = path_;
-            options.format = "qcow2";
-            options.read_only = true;
-            server_ = std::make_unique<nbd::QemuNbdExport>(options);
-            connection_ = server_->connect();
-        }
         for (std::size_t done = 0; done < len;) {
             std::size_t n = std::min(len - done, connection_->max_request());
             connection_->read(buf + done, n, offset + done);
@@ -74,7 +76,7 @@ void MappedImageSource::read_through_qemu(std::uint8_t *buf, std::size_t len, st
         }
         qemu_bytes_ += len;
     } catch (const Error &e) {
-        std::string reason = server_ ? server_->failure_after_error() : "";
+        std::string reason = server_->failure_after_error();
         throw Error("read error on '" + path_ + "' - " + (reason.empty() ? e.what() : reason));
     }
 }

@@ -3,7 +3,8 @@
 // reports (vma/image_host_map.h), as fast as a raw image; zero and
 // unallocated clusters are archived as zero without a read; only what lies
 // elsewhere (compressed clusters, data of a backing file) is read through
-// QEMU's block layer, a private read-only qemu-nbd started on first need.
+// QEMU's block layer, a private read-only qemu-nbd started only if the map
+// has such parts.
 #pragma once
 
 #include "nbd/connection.h"
@@ -21,7 +22,7 @@ namespace engine::vma {
 class MappedImageSource final : public DeviceSource, private ClusterReader {
 public:
     // map is the image's ImageHostMap for Access::Read. Throws Error("can't
-    // open image 'F' - ...").
+    // open image 'F' - ..."), or QEMU's message.
     MappedImageSource(const std::string &path, ImageHostMap map);
     ~MappedImageSource() override;
 

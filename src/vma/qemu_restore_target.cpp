@@ -3,9 +3,13 @@
 #include "nbd/qemu_nbd_export.h"
 #include "nbd/write_queue.h"
 #include "util/error.h"
+#include "util/fd.h"
+#include "vma/early_writeback.h"
+#include "vma/image_format_probe.h"
 #include "vma/image_host_map.h"
 
 #include <algorithm>
+#include <fcntl.h>
 
 namespace engine::vma {
 
@@ -35,6 +39,16 @@ const std::uint8_t zero_chunk[kZeroChunk] = {};
 // a whole queued write (nbd::WriteQueue's slot) fits into the socket
 constexpr int kSocketBuffer = 4 << 20;
 
+// The image file qemu-nbd writes through the page cache, opened read-only
+// for starting its writeback early; none for a protocol filename or a cache
+// mode that bypasses or never flushes the page cache.
+Fd page_cached_image(const nbd::QemuNbdOptions &options)
+{
+    if (has_protocol_prefix(options.filename) || (options.cache && *options.cache != "writeback"))
+        return Fd();
+    return Fd(open(options.filename.c_str(), O_RDONLY | O_CLOEXEC));
+}
+
 // qemu-nbd serving filename for writing, connected.
 struct QemuWriter {
     std::unique_ptr<nbd::QemuNbdExport> server;
@@ -62,14 +76,16 @@ QemuWriter start_qemu_writer(const nbd::QemuNbdOptions &options)
 class QemuTarget final : public RestoreTarget {
 public:
     QemuTarget(nbd::QemuNbdOptions options, QemuWriter qemu, std::uint64_t size, bool flush, bool write_zeroes)
-        : RestoreTarget(options.filename, size, write_zeroes), options_(std::move(options)), flush_(flush)
+        : RestoreTarget(options.filename, size, write_zeroes), options_(std::move(options)),
+          image_(page_cached_image(options_)), writeback_(image_.get()), flush_(flush)
     {
         adopt(std::move(qemu));
     }
     QemuTarget(nbd::QemuNbdOptions options, ImageHostMap map, std::unique_ptr<RestoreTarget> file, bool flush,
                bool write_zeroes)
         : RestoreTarget(options.filename, map.virtual_size(), write_zeroes), options_(std::move(options)),
-          map_(std::move(map)), file_(std::move(file)), flush_(flush)
+          map_(std::move(map)), file_(std::move(file)), image_(page_cached_image(options_)),
+          writeback_(image_.get()), flush_(flush)
     {
     }
 
@@ -82,6 +98,8 @@ protected:
                 file_->write(in_file->host + (at - in_file->start), piece, n);
             else
                 checked("write to " + path() + " failed", [&] { queue().write(piece, n, at); });
+            if (!in_file)
+                writeback_.wrote(n);
         });
     }
 
@@ -171,6 +189,8 @@ private:
     nbd::QemuNbdOptions options_;
     std::optional<ImageHostMap> map_;
     std::unique_ptr<RestoreTarget> file_; // the image file itself, with map_
+    Fd image_;                            // read-only, for writeback_ only
+    EarlyWriteback writeback_;            // of what qemu-nbd writes
     std::unique_ptr<nbd::QemuNbdExport> server_;
     std::unique_ptr<nbd::Connection> connection_;
     // writes overlap with the restore's reading; destroyed before the connection

@@ -2,6 +2,7 @@
 
 #include "util/error.h"
 #include "util/fd.h"
+#include "vma/early_writeback.h"
 #include "vma/format.h"
 
 #include <algorithm>
@@ -86,7 +87,8 @@ namespace {
 class FileTarget final : public RestoreTarget {
 public:
     FileTarget(Fd fd, std::string path, std::uint64_t size, CacheMode cache, bool write_zeroes)
-        : RestoreTarget(std::move(path), size, write_zeroes), fd_(std::move(fd)), cache_(cache)
+        : RestoreTarget(std::move(path), size, write_zeroes), fd_(std::move(fd)), cache_(cache),
+          writeback_(cache == CacheMode::Writeback ? fd_.get() : -1)
     {
     }
 
@@ -112,6 +114,7 @@ protected:
             pwrite_all(fd_.get(), data, direct_len, offset, what.c_str());
         if (direct_len < len)
             pwrite_buffered(data + direct_len, len - direct_len, offset + direct_len, what);
+        writeback_.wrote(len);
     }
 
     void store_zeros(std::uint64_t offset, std::size_t len) override
@@ -146,6 +149,7 @@ private:
 
     Fd fd_;
     CacheMode cache_;
+    EarlyWriteback writeback_;
 };
 
 } // namespace
