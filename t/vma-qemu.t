@@ -333,11 +333,11 @@ my sub qemu_nbd_child_of {
     return undef;
 }
 
-# Runs vma with args in the background, kills its qemu-nbd child with
-# SIGKILL half a second into its run, then returns vma's exit status, its
-# stderr and the killed pid.
+# Runs vma with args in the background, kills its qemu-nbd child (or, with
+# $kill_vma, vma itself) with SIGKILL half a second into its run, then
+# returns vma's exit status, its stderr and the qemu-nbd pid.
 my sub run_killing_qemu_nbd {
-    my (@args) = @_;
+    my ($kill_vma, @args) = @_;
     my $pid = fork() // die "fork: $!\n";
     if (!$pid) {
         open(STDOUT, '>', "$dir/kill.out") or POSIX::_exit(127);
@@ -351,7 +351,7 @@ my sub run_killing_qemu_nbd {
         sleep(0.01);
     }
     sleep(0.5); # well into the transfer
-    kill('KILL', $child) if $child;
+    kill('KILL', $kill_vma ? $pid : $child) if $child;
     waitpid($pid, 0);
     my $status = $?;
     open(my $fh, '<', "$dir/kill.err") or die "open $dir/kill.err: $!\n";
@@ -363,13 +363,24 @@ shell("qemu-img create -q -f qcow2 '$dir/slow.qcow2' $SIZE");
 write_map("$dir/map-slow", "throttling.bps=1000000:format=qcow2:1:drive-qcow2=$dir/slow.qcow2",
     other_targets('qcow2'));
 my ($killed_status, $killed_err, $victim) =
-    run_killing_qemu_nbd('extract', '-r', "$dir/map-slow", "$dir/a.vma", "$dir/killed");
+    run_killing_qemu_nbd(0, 'extract', '-r', "$dir/map-slow", "$dir/a.vma", "$dir/killed");
 ok($victim, 'vma ran a qemu-nbd child');
 is($killed_status >> 8, 1, 'qemu-nbd killed mid-restore: exit status 1');
 like($killed_err, qr/^vma: restore failed - write to \Q$dir\E\/slow.qcow2 failed - qemu-nbd was killed by signal 9$/m,
     'qemu-nbd killed mid-restore: message');
 ok(!-e "$dir/killed", 'qemu-nbd killed mid-restore: no extract directory left');
 is_deeply(leftovers(), [], 'qemu-nbd killed mid-restore: no qemu-nbd, socket or directory left');
+
+# vma itself killed: its qemu-nbd follows (PR_SET_PDEATHSIG), and the socket
+# and its directory went as soon as vma had connected
+(undef, undef, $victim) = run_killing_qemu_nbd(1, 'extract', '-r', "$dir/map-slow", "$dir/a.vma", "$dir/killed-vma");
+ok($victim, 'the killed vma ran a qemu-nbd child');
+for (1 .. 500) {
+    last if !kill(0, $victim);
+    sleep(0.01);
+}
+is_deeply(leftovers(), [], 'vma killed mid-restore: no qemu-nbd, socket or directory left');
+shell("rm -rf '$dir/killed-vma'"); # what a SIGKILL cannot clean up
 
 # --- create from images QEMU opens ------------------------------------------------
 

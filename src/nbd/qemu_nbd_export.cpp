@@ -215,7 +215,11 @@ void QemuNbdExport::spawn(const std::string &program, int listen_fd)
 std::unique_ptr<Connection> QemuNbdExport::connect()
 {
     try {
-        return std::make_unique<Connection>(socket_path_, "");
+        auto connection = std::make_unique<Connection>(socket_path_, "");
+        // the only client is in: nothing is left to find, even if vma is
+        // killed from here on
+        remove_files();
+        return connection;
     } catch (const Error &e) {
         // qemu-nbd exits at once when QEMU cannot open the image
         if (wait_exit(kTermTimeoutMs)) {

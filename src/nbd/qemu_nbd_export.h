@@ -14,9 +14,10 @@
 // - qemu-nbd exits by itself when its client disconnects; finish() waits for
 //   that and throws if it did not exit with status 0 (closing an image can
 //   fail, e.g. writing a qcow2's metadata).
-// - The destructor stops a qemu-nbd still running (SIGTERM, then SIGKILL),
-//   reaps it and removes the socket and the directory: no child, socket or
-//   directory is left on any path. If vma itself is killed, qemu-nbd gets
+// - The socket and its directory are removed once the client is connected;
+//   the destructor stops a qemu-nbd still running (SIGTERM, then SIGKILL),
+//   reaps it and removes them if connect() never succeeded: no child, socket
+//   or directory is left on any path. If vma itself is killed, qemu-nbd gets
 //   SIGTERM from the kernel (PR_SET_PDEATHSIG); as that follows the thread
 //   that started qemu-nbd, construct the export on a thread that outlives it.
 // - Whatever qemu-nbd writes to stdout or stderr is captured (the caller's
@@ -49,11 +50,10 @@ public:
     QemuNbdExport(const QemuNbdExport &) = delete;
     QemuNbdExport &operator=(const QemuNbdExport &) = delete;
 
-    // Connects the export's only client. Call once.
+    // Connects the export's only client and removes the socket. Call once.
     std::unique_ptr<Connection> connect();
 
-    // After the client has disconnected: waits for qemu-nbd to exit, removes
-    // the socket and its directory, and throws Error("qemu-nbd failed
+    // After the client has disconnected: waits for qemu-nbd to exit and throws Error("qemu-nbd failed
     // closing 'F' - ...") unless qemu-nbd exited with status 0.
     void finish();
 

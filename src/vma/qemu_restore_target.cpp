@@ -94,12 +94,12 @@ protected:
     {
         split(offset, len, [&](std::uint64_t at, std::size_t n, const ImageHostMap::Run *in_file) {
             const std::uint8_t *piece = data + (at - offset);
-            if (in_file)
+            if (in_file) {
                 file_->write(in_file->host + (at - in_file->start), piece, n);
-            else
-                checked("write to " + path() + " failed", [&] { queue().write(piece, n, at); });
-            if (!in_file)
-                writeback_.wrote(n);
+                return;
+            }
+            checked("write to " + path() + " failed", [&] { queue().write(piece, n, at); });
+            writeback_.wrote(n);
         });
     }
 

@@ -78,7 +78,7 @@ engine::nbd::QemuNbdOptions export_options(const std::string &filename, bool rea
 
 } // namespace
 
-TEST_CASE("qemu-nbd export: a 0700 socket directory, removed with the export", "[qemu-nbd]")
+TEST_CASE("qemu-nbd export: a 0700 socket directory, removed at connect or with the export", "[qemu-nbd]")
 {
     vma_test::TempDir work;
     PrivateTmp tmp;
@@ -93,6 +93,11 @@ TEST_CASE("qemu-nbd export: a 0700 socket directory, removed with the export", "
         // never connected: the destructor stops qemu-nbd itself
     }
     CHECK(tmp.entries().empty());
+    // once the client is in, nothing is left to find while qemu-nbd serves
+    engine::nbd::QemuNbdExport server(export_options(work / "disk.qcow2", true));
+    auto connection = server.connect();
+    CHECK(tmp.entries().empty());
+    CHECK(connection->size() == 1 * kMiB);
 }
 
 TEST_CASE("qemu-nbd export: QEMU's open error is the message", "[qemu-nbd]")
