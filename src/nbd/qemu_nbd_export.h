@@ -53,8 +53,9 @@ public:
     // Connects the export's only client and removes the socket. Call once.
     std::unique_ptr<Connection> connect();
 
-    // After the client has disconnected: waits for qemu-nbd to exit and throws Error("qemu-nbd failed
-    // closing 'F' - ...") unless qemu-nbd exited with status 0.
+    // After the client has disconnected: waits for qemu-nbd to exit and
+    // throws Error("qemu-nbd failed closing 'F' - ...") unless it exited
+    // with status 0.
     void finish();
 
     // Why qemu-nbd is gone, after a request failed: "qemu-nbd was killed by
