@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
@@ -223,11 +223,34 @@ int Child::wait_exit(std::chrono::milliseconds limit)
     }
 }
 
+namespace {
+
+// Whether a unix socket bound to `path` listens: /proc/net/unix sets the flag
+// __SO_ACCEPTCON (0x10000) from listen(2) on. Looking there, unlike a test
+// connection, leaves the server (one client after another) undisturbed.
+bool listening(const std::string &path)
+{
+    std::ifstream table("/proc/net/unix");
+    std::string line;
+    std::getline(table, line); // the header
+    while (std::getline(table, line)) {
+        std::istringstream fields(line);
+        std::string slot, refs, protocol, flags, type, state, inode, name;
+        if (fields >> slot >> refs >> protocol >> flags >> type >> state >> inode >> name && name == path &&
+            (std::stoul(flags, nullptr, 16) & 0x10000))
+            return true;
+    }
+    return false;
+}
+
+} // namespace
+
 bool wait_for_socket(const std::string &path, std::chrono::milliseconds limit)
 {
     auto end = std::chrono::steady_clock::now() + limit;
-    struct stat info;
-    while (::stat(path.c_str(), &info) != 0 || !S_ISSOCK(info.st_mode)) {
+    // the file appears at bind(), before the server listens: a client
+    // connecting in between (on a loaded host) is refused
+    while (!listening(path)) {
         if (std::chrono::steady_clock::now() >= end)
             return false;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));

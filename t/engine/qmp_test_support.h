@@ -81,7 +81,8 @@ class Child {
     pid_t pid_ = -1;
 };
 
-// Polls until `path` exists as a socket or `limit` passes.
+// Polls until a unix socket bound to `path` (as the server spelled it)
+// listens, or `limit` passes.
 bool wait_for_socket(const std::string &path, std::chrono::milliseconds limit);
 
 // How qemu-system-x86_64 starts on this host, as scripts/qemu-probe (or the
