@@ -1,53 +1,42 @@
 #!/bin/sh
 # Builds the Debian package from a copy of the working tree, checks its files,
-# runs lintian, installs it and uses the module from outside the build tree;
-# on this machine's Debian release, then on Debian 13 (trixie) in a
-# debootstrap'd root (scripts/check-deb-trixie.sh).
-#   --this-release  only this machine's release (how the trixie root runs it)
+# runs lintian, installs it over stand-ins of the stock packages, uses the
+# module from outside the build tree and purges it. It installs and diverts
+# system files, so it runs only in a root that scripts/check-deb-root.sh made
+# for it, never on a host (a Proxmox node's live plugin and vma, say).
 #   --with-tests    run the build-time tests (make test) in dpkg-buildpackage
 set -eu
 cd "$(dirname "$0")/.."
 
-other_releases=yes
 build_options=nocheck
 for arg; do
     case "$arg" in
-        --this-release) other_releases= ;;
         --with-tests) build_options= ;;
-        *) echo "usage: $0 [--this-release] [--with-tests]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--with-tests]" >&2; exit 2 ;;
     esac
 done
 release=$(. /etc/os-release && echo "${VERSION_CODENAME:-unknown}")
 say() { echo "check-deb ($release): $*"; }
 fail() { echo "check-deb ($release): $*" >&2; exit 1; }
+[ -e /etc/pve-vzdump-qemu-engine-check-root ] ||
+    fail "not in a check root; run scripts/check-deb-root.sh bookworm|trixie instead"
 
 work=$(mktemp -d /tmp/check-deb.XXXXXX)
 pkg=libpve-vzdump-qemuserver-perl
 plugin=/usr/share/perl5/PVE/VZDump/QemuServer.pm
-installed=
-standins=
-cleanup() {
-    [ -z "$installed" ] || dpkg --purge "$pkg" >/dev/null
-    [ -z "$standins" ] || dpkg --purge $standins >/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# what the check installs goes with the root's overlay
+trap 'rm -rf "$work"' EXIT
 
-# the tracked and new files, not the build products of this tree; a tree
-# without git (the export that check-deb-trixie.sh makes) is all source
-mkdir "$work/src"
-if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$work/src"
-else
-    tar -cf - . | tar -xf - -C "$work/src"
-fi
-
-say "building the package${build_options:+ (no build-time tests)}"
+# the tree is the root's own export of the source (check-deb-root.sh), so
+# the package builds in it and lands beside it, as in sbuild's /build
+say "building the package${build_options:+ (no build-time tests)} on $(stat -f -c %T .)"
 started=$(date +%s)
-(cd "$work/src" && DEB_BUILD_OPTIONS="$build_options parallel=2" dpkg-buildpackage -us -uc -b \
-    >"$work/build.log" 2>&1) || { tail -n 60 "$work/build.log"; fail "dpkg-buildpackage failed"; }
+DEB_BUILD_OPTIONS="$build_options parallel=2" dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1 ||
+    { tail -n 60 "$work/build.log"; fail "dpkg-buildpackage failed"; }
 say "built in $(($(date +%s) - started)) s"
-deb=$(ls "$work"/${pkg}_*.deb)
+# what the build-time tests could not check on this file system
+grep -h "not applicable on" "$work/build.log" | sort -u | sed 's/^ */  /'
+deb=$(ls ../${pkg}_*.deb)
 
 dpkg-deb -c "$deb" | awk '{ print $6 }' | sed 's|^\./|/|' >"$work/files"
 perlarch=$(perl -MConfig -e 'print $Config{vendorarch}')
@@ -69,9 +58,9 @@ say "lintian"
 lintian --fail-on error --suppress-tags initial-upload-closes-no-bugs "$deb"
 
 # On a Proxmox node qemu-server owns the stock plugin and pve-qemu-kvm the
-# stock vma; here stand-in packages of theirs do, unless the real ones are
-# installed. qemu-server's stand-in comes in versions that our Breaks must
-# admit and versions it must refuse, for the release this build serves.
+# stock vma; here stand-in packages of theirs do. qemu-server's stand-in
+# comes in versions that our Breaks must admit and versions it must refuse,
+# for the release this build serves.
 case "$release" in
     bookworm) admitted="8.3.14 8.4.1" refused="8.3.13 9.2.6" ;;
     trixie) admitted="9.2.6 9.2.9" refused="9.2.5 9.3.0" ;;
@@ -95,25 +84,13 @@ standin_deb() {
     echo "$dir.deb"
 }
 
-real_node=
-for owner in qemu-server:"$plugin" pve-qemu-kvm:/usr/bin/vma; do
-    name=${owner%%:*} file=${owner#*:}
-    if dpkg-query -W -f='${db:Status-Abbrev}' "$name" 2>/dev/null | grep -q '^ii'; then
-        real_node=yes
-        continue
-    fi
-    [ ! -e "$file" ] || fail "$file exists but $name is not installed; not overwriting it"
-    version=${admitted%% *}
-    [ "$name" = qemu-server ] || version=1.0+standin
-    dpkg -i "$(standin_deb "$name" "$version" "$file")" >/dev/null
-    standins="$standins $name"
-done
+dpkg -i "$(standin_deb qemu-server "${admitted%% *}" "$plugin")" \
+    "$(standin_deb pve-qemu-kvm 1.0+standin /usr/bin/vma)" >/dev/null
 plugin_before=$(md5sum <"$plugin")
 vma_before=$(md5sum </usr/bin/vma)
 
 say "installing over the stock plugin and vma"
 dpkg -i "$deb" >/dev/null
-installed=yes
 diversions=$(dpkg-divert --list "$pkg" | wc -l)
 [ "$diversions" -eq 2 ] || fail "expected 2 diversions, got $diversions"
 [ "$(md5sum <"$plugin.stock")" = "$plugin_before" ] || fail "stock plugin not kept aside"
@@ -129,35 +106,30 @@ got=$(cd / && perl -MPVE::VZDump::QemuServer::Engine -e \
 [ "$got" = "1.5 KiB|1d 1h 1m 1s" ] || fail "installed module returned '$got'"
 say "installed module works outside the build tree, perl $(perl -e 'print $^V') ($got)"
 
-if [ -z "$real_node" ]; then
-    # an upgrade of qemu-server within the admitted range: its new plugin
-    # goes aside, ours stays in place
-    upgrade=${admitted##* }
-    dpkg -i "$(standin_deb qemu-server "$upgrade" "$plugin")" >/dev/null ||
-        fail "qemu-server $upgrade refused, but our Breaks should admit it"
-    grep -q "qemu-server $upgrade stand-in" "$plugin.stock" ||
-        fail "qemu-server $upgrade's plugin did not go to $plugin.stock"
-    cmp -s "$plugin" lib/PVE/VZDump/QemuServer.pm || fail "qemu-server $upgrade replaced our plugin"
-    plugin_before=$(md5sum <"$plugin.stock")
-    # dpkg unpacks a version that our Breaks refuses but will not configure
-    # it; installing the admitted one again is the way back
-    for version in $refused; do
-        if dpkg -i "$(standin_deb qemu-server "$version" "$plugin")" >"$work/refused.log" 2>&1; then
-            fail "qemu-server $version installed next to ours, but our Breaks should refuse it"
-        fi
-        grep -q "$pkg.* breaks qemu-server" "$work/refused.log" ||
-            { cat "$work/refused.log"; fail "qemu-server $version failed, not for our Breaks"; }
-        dpkg -i "$work/standin/qemu-server-$upgrade.deb" >/dev/null 2>&1 ||
-            fail "qemu-server $upgrade did not install again after $version"
-    done
-    say "Breaks admits qemu-server $admitted and refuses $refused"
-fi
+# an upgrade of qemu-server within the admitted range: its new plugin
+# goes aside, ours stays in place
+upgrade=${admitted##* }
+dpkg -i "$(standin_deb qemu-server "$upgrade" "$plugin")" >/dev/null ||
+    fail "qemu-server $upgrade refused, but our Breaks should admit it"
+grep -q "qemu-server $upgrade stand-in" "$plugin.stock" ||
+    fail "qemu-server $upgrade's plugin did not go to $plugin.stock"
+cmp -s "$plugin" lib/PVE/VZDump/QemuServer.pm || fail "qemu-server $upgrade replaced our plugin"
+plugin_before=$(md5sum <"$plugin.stock")
+# dpkg unpacks a version that our Breaks refuses but will not configure
+# it; installing the admitted one again is the way back
+for version in $refused; do
+    if dpkg -i "$(standin_deb qemu-server "$version" "$plugin")" >"$work/refused.log" 2>&1; then
+        fail "qemu-server $version installed next to ours, but our Breaks should refuse it"
+    fi
+    grep -q "$pkg.* breaks qemu-server" "$work/refused.log" ||
+        { cat "$work/refused.log"; fail "qemu-server $version failed, not for our Breaks"; }
+    dpkg -i "$work/standin/qemu-server-$upgrade.deb" >/dev/null 2>&1 ||
+        fail "qemu-server $upgrade did not install again after $version"
+done
+say "Breaks admits qemu-server $admitted and refuses $refused"
 
 dpkg --purge "$pkg" >/dev/null
-installed=
 [ "$(md5sum <"$plugin")" = "$plugin_before" ] && [ "$(md5sum </usr/bin/vma)" = "$vma_before" ] ||
     fail "stock files not restored on purge"
 [ -z "$(dpkg-divert --list "$pkg")" ] || fail "diversions left after purge"
 say "purged, the stock plugin and vma are back"
-
-[ -z "$other_releases" ] || [ "$release" = trixie ] || scripts/check-deb-trixie.sh
