@@ -10,7 +10,7 @@ packages="
     qemu-system-x86 qemu-utils
     clang libclang-rt-14-dev
     libnbd-dev libnbd-bin fuse3 nbdkit nbdkit-plugin-dev e2fsprogs
-    debhelper dpkg-dev fakeroot lintian debootstrap
+    debhelper dpkg-dev fakeroot lintian debootstrap xfsprogs btrfs-progs
 "
 
 missing=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' $packages 2>/dev/null |
