@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian 12 packages the build, the tests and the demo need, as
-# root and non-interactively; does nothing (fast) when all are present.
+# root and non-interactively; does nothing (fast) when all are present, and
+# stops rather than let apt remove a package.
 set -eu
 
 packages="
@@ -19,7 +20,12 @@ missing=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' $packages 2>/dev/n
 for pkg in $packages; do
     dpkg-query -W "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
 done
-missing=$(echo $missing | tr ' ' '\n' | sort -u | tr '\n' ' ')
+# a name an installed package provides counts as there: on a Proxmox VE
+# node pve-qemu-kvm stands for Debian's QEMU packages (and conflicts with
+# them)
+provided=$(dpkg-query -W -f='${db:Status-Abbrev} ${Provides}\n' |
+    awk '$1 == "ii" { $1 = ""; print }' | tr ',' '\n' | sed 's/(.*//; s/ //g')
+missing=$(echo $missing | tr ' ' '\n' | sort -u | grep -vxF "$provided" | tr '\n' ' ')
 
 [ -z "${missing# }" ] && exit 0
 
@@ -30,4 +36,5 @@ fi
 echo "deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q --no-install-recommends $missing
+# never at the cost of a package already there (Proxmox's own, say)
+apt-get install -y -q --no-install-recommends --no-remove $missing
