@@ -33,14 +33,16 @@ stage() {
     [ "$status" -eq 0 ] || { print_table; exit "$status"; }
 }
 
-stage "build (deps, engine, XS, vma)" scripts/build.sh
+# the test binaries too, on both cores (make test builds them one by one)
+build() { scripts/build.sh && make -j2 build/engine-tests >/dev/null; }
+stage "build (deps, engine, XS, vma, tests)" build
 # one QEMU probe for the run: every real-QEMU test starts QEMU the same way
 if options=$(scripts/qemu-probe); then
     export QEMU_ACCEL_OPTIONS="$options"
 fi
 stage "make test (prove + Catch2)" make test
 stage "file tests (tmpfs overlay ext4 xfs btrfs)" scripts/check-filesystems.sh
-stage "make asan-test" make asan-test
+stage "make asan-test" make -j2 asan-test
 stage "make fuzz-vma (30 s)" make fuzz-vma FUZZ_SECONDS=30
 stage "package on Debian 12 (bookworm root)" scripts/check-deb-root.sh bookworm
 stage "package on Debian 13 (trixie root)" scripts/check-deb-root.sh trixie
