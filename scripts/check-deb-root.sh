@@ -8,9 +8,10 @@
 # purges it.
 #
 # Each run works on an overlayfs over the cached root, as sbuild's overlay
-# chroots do, in a mount namespace of its own: the build and its tests run on
-# overlayfs, whatever the run installs goes with its upper layer, and a run
-# killed at any point leaves no mount behind and the cached root as it was.
+# chroots do, in mount and PID namespaces of its own: the build and its tests
+# run on overlayfs, whatever the run installs goes with its upper layer, and
+# a run killed at any point leaves no mount or process behind and the cached
+# root as it was.
 # The roots are kept in $DEB_CHECK_ROOTS (default below); the first run of a
 # release bootstraps its root from the Debian mirror this machine's apt uses
 # (or $DEBIAN_MIRROR) and installs the build dependencies into it, later runs
@@ -61,15 +62,11 @@ esac
 root=$roots/$release
 layers=
 
-# Every mount below $1, deepest first.
-mounts_under() {
-    awk -v dir="$1/" 'index($2 "/", dir) == 1 { print $2 }' /proc/self/mounts | sort -r
-}
-
 # Removes a directory of this script's; never across a mount (another tool's
 # bind mount of the host's /dev into it, say).
 remove_dir() {
-    [ -z "$(mounts_under "$1")" ] || fail "$1 has mounts; unmount them, then run again"
+    ! awk -v dir="$1/" 'index($2 "/", dir) == 1 { found = 1 } END { exit !found }' /proc/self/mounts ||
+        fail "$1 has mounts; unmount them, then run again"
     rm -rf "$1"
 }
 
@@ -127,8 +124,8 @@ deps=$root/tmp/check-deb-deps
 remove_dir "$deps"
 mkdir -p "$deps/debian"
 cp debian/control "$deps/debian/"
-if ! in_root "" sh -c "cd ${deps#"$root"} && dpkg-checkbuilddeps" >/dev/null 2>&1 ||
-    ! in_root "" dpkg-query -W lintian >/dev/null 2>&1; then
+if ! in_root "" sh -c "cd ${deps#"$root"} && dpkg-checkbuilddeps && dpkg-query -W lintian" \
+    >/dev/null 2>&1; then
     say "installing the build dependencies in the root"
     started=$(date +%s)
     in_root "" sh -c "apt-get update -q && apt-get upgrade -y -q &&
@@ -139,10 +136,9 @@ if ! in_root "" sh -c "cd ${deps#"$root"} && dpkg-checkbuilddeps" >/dev/null 2>&
     say "installed in $(($(date +%s) - started)) s"
 fi
 remove_dir "$deps"
-say "Debian $(cat "$root/etc/debian_version"), perl $(in_root "" perl -e 'print $^V')," \
-    "catch2 $(in_root "" pkg-config --modversion catch2)," \
-    "json-c $(in_root "" pkg-config --modversion json-c)," \
-    "libnbd $(in_root "" pkg-config --modversion libnbd)"
+say "$(in_root "" sh -c 'printf "Debian %s, perl %s, catch2 %s, json-c %s, libnbd %s\n" \
+    "$(cat /etc/debian_version)" "$(perl -e "print \$^V")" "$(pkg-config --modversion catch2)" \
+    "$(pkg-config --modversion json-c)" "$(pkg-config --modversion libnbd)"')"
 
 # This run's layers: the tracked and new files of the tree (not its build
 # products) in /build, and the mark that lets check-deb.sh run, go straight
@@ -151,4 +147,4 @@ layers=$(mktemp -d "$root.run.XXXXXX")
 mkdir -p "$layers/upper/build/src" "$layers/upper/etc" "$layers/work" "$layers/merged"
 git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$layers/upper/build/src"
 echo "scripts/check-deb-root.sh $release" >"$layers/upper/etc/pve-vzdump-qemu-engine-check-root"
-in_root "$layers" sh -c "cd /build/src && scripts/check-deb.sh --with-tests"
+in_root "$layers" sh -c "cd /build/src && scripts/check-deb.sh"

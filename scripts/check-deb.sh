@@ -1,20 +1,13 @@
 #!/bin/sh
-# Builds the Debian package from a copy of the working tree, checks its files,
-# runs lintian, installs it over stand-ins of the stock packages, uses the
-# module from outside the build tree and purges it. It installs and diverts
-# system files, so it runs only in a root that scripts/check-deb-root.sh made
-# for it, never on a host (a Proxmox node's live plugin and vma, say).
-#   --with-tests    run the build-time tests (make test) in dpkg-buildpackage
+# Builds the Debian package in this tree with its build-time tests, checks
+# its files, runs lintian, installs it over stand-ins of the stock packages,
+# uses the module from outside the build tree and purges it. It installs and
+# diverts system files, so it runs only in a root that
+# scripts/check-deb-root.sh made for it, never on a host (a Proxmox node's
+# live plugin and vma, say).
 set -eu
 cd "$(dirname "$0")/.."
 
-build_options=nocheck
-for arg; do
-    case "$arg" in
-        --with-tests) build_options= ;;
-        *) echo "usage: $0 [--with-tests]" >&2; exit 2 ;;
-    esac
-done
 release=$(. /etc/os-release && echo "${VERSION_CODENAME:-unknown}")
 say() { echo "check-deb ($release): $*"; }
 fail() { echo "check-deb ($release): $*" >&2; exit 1; }
@@ -29,9 +22,9 @@ trap 'rm -rf "$work"' EXIT
 
 # the tree is the root's own export of the source (check-deb-root.sh), so
 # the package builds in it and lands beside it, as in sbuild's /build
-say "building the package${build_options:+ (no build-time tests)} on $(stat -f -c %T .)"
+say "building the package with its tests on $(stat -f -c %T .)"
 started=$(date +%s)
-DEB_BUILD_OPTIONS="$build_options parallel=2" dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1 ||
+DEB_BUILD_OPTIONS="parallel=2" dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1 ||
     { tail -n 60 "$work/build.log"; fail "dpkg-buildpackage failed"; }
 say "built in $(($(date +%s) - started)) s"
 # what the build-time tests could not check here
